@@ -1,0 +1,24 @@
+"""fnn: a functional, stateless neural-network library on NumPy.
+
+Every layer is a pair of pure functions ``init(key, shape) -> params`` and
+``apply(params, x) -> (y, vjp)``; see :mod:`fnn.core` for the protocol.
+"""
+
+from fnn import data, init, layers, losses, optim, random, tree
+from fnn.core import Layer, Output, output_shape, serial
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Layer",
+    "Output",
+    "data",
+    "init",
+    "layers",
+    "losses",
+    "optim",
+    "output_shape",
+    "random",
+    "serial",
+    "tree",
+]

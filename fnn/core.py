@@ -1,0 +1,366 @@
+"""The layer protocol, its helpers, and ``serial``.
+
+The protocol
+------------
+A layer is a pair of pure functions, made by a constructor such as ``Dense(128)``::
+
+    params = init(key, shape, dtype=np.float32)
+    y, vjp = apply(params, x, *, train=False, key=None, state=None)
+    dparams, dx = vjp(dy)
+
+``shape`` is the shape of *one example*, without the batch axis; ``x`` carries a
+leading batch axis, ``x.shape == (N, *shape)``. ``params`` is a tree of arrays
+(nested dicts); a layer without parameters has ``{}``. ``vjp(dy)`` takes the
+gradient of a scalar loss with respect to ``y`` and returns ``dparams``, with
+exactly the structure of ``params``, and ``dx``, with the shape of ``x``. Its
+closure keeps what backward needs; it may be called any number of times and
+gives the same result each time. ``apply`` and ``vjp`` never modify their
+arguments and never read or write global state (callers must not modify ``y``
+or ``dx`` in place while a ``vjp`` that may use them is alive).
+
+Every ``apply`` takes the same three keyword options, and ``serial`` passes them
+to every layer it holds: ``train`` selects training behaviour (Dropout masks,
+BatchNorm batch statistics); ``key`` is an ``fnn.random`` key for layers that
+draw random numbers (``serial`` splits it so each layer gets its own);
+``state`` is the layer's non-trainable state (BatchNorm running statistics),
+``None`` meaning the layer's initial state. ``apply`` returns an :class:`Output`:
+a 2-tuple ``(y, vjp)`` that also has ``.state``, the layer's updated state
+(``{}`` for layers without state). State never lives in ``params``, so the
+optimizer and weight decay never see it. See ``docs/design.md``.
+
+Inputs must be float32 or float64 arrays (integer, bool, float16 and object
+arrays raise ``TypeError``) and outputs and gradients keep the input's dtype.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from fnn import random as _random
+
+__all__ = [
+    "Layer",
+    "Output",
+    "Options",
+    "Shape",
+    "make_layer",
+    "parameterless",
+    "check_params",
+    "check_cotangent",
+    "output_shape",
+    "serial",
+]
+
+Shape = tuple[int, ...]
+VJP = Callable[[Any], tuple[Any, Any]]
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Options(NamedTuple):
+    """The keyword options of ``apply``, as passed to a layer's inner apply function."""
+
+    train: bool = False
+    key: _random.Key | None = None
+    state: Any = None
+
+
+class Output(tuple):
+    """What ``apply`` returns: the pair ``(y, vjp)``, with the updated layer state as ``.state``."""
+
+    state: Any
+
+    def __new__(cls, y: Any, vjp: VJP, state: Any = None) -> Output:
+        self = super().__new__(cls, (y, vjp))
+        self.state = {} if state is None else state
+        return self
+
+    @property
+    def y(self) -> Any:
+        return self[0]
+
+    @property
+    def vjp(self) -> VJP:
+        return self[1]
+
+
+class Layer(tuple):
+    """A layer: the pair ``(init, apply)``, also reachable as ``.init`` and ``.apply``.
+
+    ``kind`` is a short description such as ``"Dense(128)"`` used in error
+    messages and summaries; ``children`` lists ``(name, layer)`` for combinators.
+    """
+
+    kind: str
+    children: tuple[tuple[str, Layer], ...]
+
+    def __new__(cls, init: Callable[..., Any], apply: Callable[..., Output], kind: str,
+                children: Iterable[tuple[str, Layer]] = ()) -> Layer:
+        self = super().__new__(cls, (init, apply))
+        self.kind = kind
+        self.children = tuple(children)
+        return self
+
+    @property
+    def init(self) -> Callable[..., Any]:
+        return self[0]
+
+    @property
+    def apply(self) -> Callable[..., Output]:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return self.kind
+
+
+def _check_shape(shape: Any, where: str) -> Any:
+    """Validate an example shape (a tuple of non-negative ints, or a tuple of such shapes)."""
+    if isinstance(shape, (int, np.integer)):
+        raise TypeError(f"{where}: shape must be a tuple such as ({shape},), got the int {shape}")
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{where}: shape must be a tuple of ints (one example, no batch axis), got {shape!r}")
+    if shape and all(isinstance(s, (tuple, list)) for s in shape):
+        return tuple(_check_shape(s, where) for s in shape)
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in shape):
+        raise ValueError(f"{where}: shape must hold non-negative ints (one example, no batch axis), got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def _check_dtype(dtype: Any, where: str) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype!r}") from err
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _check_input(x: Any, where: str) -> Any:
+    if isinstance(x, tuple):
+        return tuple(_check_input(v, where) for v in x)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{where}: input x must be a numpy array, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{where}: input x has dtype {x.dtype}; fnn layers take float32 or float64 "
+            f"(cast with x.astype(np.float32))"
+        )
+    if x.ndim == 0:
+        raise ValueError(f"{where}: input x must have a batch axis, got a 0-d array")
+    return x
+
+
+def make_layer(
+    kind: str,
+    init: Callable[[_random.Key, Any, np.dtype], Any],
+    apply: Callable[[Any, Any, Options], Any],
+    children: Iterable[tuple[str, Layer]] = (),
+) -> Layer:
+    """Build a :class:`Layer` from inner functions, adding the checks every layer shares.
+
+    ``init(key, shape, dtype)`` receives a validated key, shape and dtype.
+    ``apply(params, x, opts)`` receives a validated float input and an
+    :class:`Options`, and returns ``(y, vjp)`` or an :class:`Output`.
+    """
+
+    def layer_init(key: _random.Key, shape: Any, dtype: Any = np.float32) -> Any:
+        _random.check_key(key, f"{kind}.init: key")
+        return init(key, _check_shape(shape, f"{kind}.init"), _check_dtype(dtype, f"{kind}.init"))
+
+    def layer_apply(params: Any, x: Any, *, train: bool = False, key: _random.Key | None = None,
+                    state: Any = None) -> Output:
+        x = _check_input(x, kind)
+        if key is not None:
+            _random.check_key(key, f"{kind}: option key")
+        out = apply(params, x, Options(bool(train), key, state))
+        return out if isinstance(out, Output) else Output(*out)
+
+    layer_init.__doc__ = f"Initialize the parameters of {kind} for examples of the given shape."
+    layer_apply.__doc__ = f"Apply {kind}; returns (y, vjp) with the new state as .state."
+    return Layer(layer_init, layer_apply, kind, children)
+
+
+def check_params(kind: str, params: Any, spec: dict[str, Shape], dtype: np.dtype) -> None:
+    """Check that ``params`` is a dict with exactly the keys of ``spec``, those shapes and ``dtype``."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{kind}: params must be a dict with keys {sorted(spec)}, got {type(params).__name__}")
+    if set(params) != set(spec):
+        raise ValueError(
+            f"{kind}: params has keys {sorted(params)} but this layer expects {sorted(spec)} "
+            f"(params from a different architecture?)"
+        )
+    for name, shape in spec.items():
+        p = params[name]
+        if not isinstance(p, np.ndarray):
+            raise TypeError(f"{kind}: params[{name!r}] must be a numpy array, got {type(p).__name__}")
+        if p.shape != shape:
+            raise ValueError(
+                f"{kind}: params[{name!r}] has shape {p.shape} but the input needs {shape} "
+                f"(params from a different architecture or init shape?)"
+            )
+        if p.dtype != dtype:
+            raise TypeError(
+                f"{kind}: params[{name!r}] has dtype {p.dtype} but x has dtype {dtype}; "
+                f"use one dtype (fnn.tree.astype(params, x.dtype))"
+            )
+
+
+def check_cotangent(kind: str, dy: Any, y: np.ndarray) -> np.ndarray:
+    """Check that ``dy`` has the shape of ``y``; return it in ``y``'s dtype."""
+    if not isinstance(dy, np.ndarray):
+        raise TypeError(f"{kind}.vjp: dy must be a numpy array of shape {y.shape}, got {type(dy).__name__}")
+    if dy.shape != y.shape:
+        raise ValueError(f"{kind}.vjp: dy has shape {dy.shape} but the output y has shape {y.shape}")
+    if dy.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{kind}.vjp: dy has dtype {dy.dtype}; expected {y.dtype}")
+    return dy.astype(y.dtype, copy=False)
+
+
+def _no_params(kind: str, params: Any) -> None:
+    if not (isinstance(params, dict) and not params):
+        raise ValueError(f"{kind}: has no parameters and expects params {{}}, got {params!r:.80}")
+
+
+def parameterless(kind: str, forward: Callable[[np.ndarray], tuple[Any, Callable[[Any], Any]]]) -> Layer:
+    """A layer without params from ``forward(x) -> (y, backward)`` where ``backward(dy) -> dx``."""
+
+    def init(key: Any, shape: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:
+        return {}
+
+    def apply(params: Any, x: np.ndarray, opts: Options) -> Any:
+        _no_params(kind, params)
+        y, backward = forward(x)
+
+        def vjp(dy: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+            return {}, backward(check_cotangent(kind, dy, y))
+
+        return y, vjp
+
+    return make_layer(kind, init, apply)
+
+
+def _snake(kind: str) -> str:
+    name = kind.split("(", 1)[0]
+    return re.sub(r"(?<=[a-z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+def _dummy(shape: Any, dtype: np.dtype) -> Any:
+    if shape and all(isinstance(s, tuple) for s in shape):
+        return tuple(_dummy(s, dtype) for s in shape)
+    return np.zeros((1, *shape), dtype)
+
+
+def _shape_of(y: Any) -> Any:
+    if isinstance(y, tuple):
+        return tuple(_shape_of(v) for v in y)
+    return tuple(y.shape[1:])
+
+
+def _reraise(err: Exception, prefix: str) -> Exception:
+    """An exception of the same type as ``err`` with ``prefix`` before its message."""
+    try:
+        return type(err)(f"{prefix}: {err}")
+    except Exception:  # an exception type whose constructor takes other arguments
+        return err
+
+
+def output_shape(layer: Layer, params: Any, shape: Any, dtype: Any = np.float32) -> Any:
+    """The per-example output shape of ``layer`` for inputs of per-example ``shape``.
+
+    Found by applying the layer, in evaluation mode, to a batch of one zero example.
+    """
+    y, _ = layer.apply(params, _dummy(shape, np.dtype(dtype)))
+    return _shape_of(y)
+
+
+def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
+    """Compose layers in sequence; the result is itself a layer.
+
+    Each argument is a layer or a ``(name, layer)`` pair. Unnamed layers are
+    named after their kind and how many of that kind came before, counting from
+    0: ``dense_0``, ``relu_0``, ``dense_1``. ``params`` (and ``state``) are dicts
+    with one entry per layer under that name. ``init`` threads the example shape
+    through the layers; a shape error names the layer's position, name and kind.
+
+    >>> from fnn.layers import Dense, ReLU
+    >>> net = serial(Dense(8), ReLU(), ("out", Dense(2)))
+    >>> sorted(net.init(fnn.random.key(0), (4,)))
+    ['dense_0', 'out', 'relu_0']
+    """
+    if not layers:
+        raise ValueError("serial: needs at least one layer")
+    named: list[tuple[str, Layer]] = []
+    counts: dict[str, int] = {}
+    for i, item in enumerate(layers):
+        if isinstance(item, Layer):
+            base = _snake(item.kind)
+            name = f"{base}_{counts.get(base, 0)}"
+            counts[base] = counts.get(base, 0) + 1
+            named.append((name, item))
+        elif (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+              and isinstance(item[1], Layer)):
+            named.append((item[0], item[1]))
+        else:
+            raise TypeError(f"serial: argument {i} must be a layer or a (name, layer) pair, got {item!r}")
+    names = [n for n, _ in named]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"serial: layer names must be unique, got duplicates {dupes}")
+    kind = "serial"
+
+    def where(i: int) -> str:
+        return f"serial layer {i} {named[i][0]!r} ({named[i][1].kind})"
+
+    def init(key: _random.Key, shape: Any, dtype: np.dtype) -> dict[str, Any]:
+        params = {}
+        for i, (k, (name, layer)) in enumerate(zip(_random.split(key, len(named)), named)):
+            try:
+                params[name] = layer.init(k, shape, dtype)
+                if i + 1 < len(named):
+                    shape = output_shape(layer, params[name], shape, dtype)
+            except (ValueError, TypeError) as err:
+                raise _reraise(err, f"{where(i)} with input shape {shape}") from err
+        return params
+
+    def apply(params: Any, x: Any, opts: Options) -> Output:
+        if not isinstance(params, dict) or set(params) != set(names):
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(
+                f"{kind}: params has keys {got} but this serial expects {sorted(names)} "
+                f"(params from a different architecture?)"
+            )
+        if opts.state is not None and not isinstance(opts.state, dict):
+            raise TypeError(f"{kind}: state must be a dict keyed by layer name, got {type(opts.state).__name__}")
+        state = opts.state or {}
+        unknown = sorted(set(state) - set(names))
+        if unknown:
+            raise ValueError(f"{kind}: state has entries {unknown} for layers this serial does not have")
+        keys = _random.split(opts.key, len(named)) if opts.key is not None else [None] * len(named)
+        vjps, new_state = [], {}
+        for i, ((name, layer), k) in enumerate(zip(named, keys)):
+            try:
+                out = layer.apply(params[name], x, train=opts.train, key=k, state=state.get(name))
+            except (ValueError, TypeError) as err:
+                raise _reraise(err, where(i)) from err
+            x, vjp_i = out
+            vjps.append(vjp_i)
+            if out.state:
+                new_state[name] = out.state
+
+        def vjp(dy: Any) -> tuple[dict[str, Any], Any]:
+            grads: list[Any] = [None] * len(named)
+            for i in range(len(named) - 1, -1, -1):
+                try:
+                    grads[i], dy = vjps[i](dy)
+                except (ValueError, TypeError) as err:
+                    raise _reraise(err, where(i)) from err
+            return dict(zip(names, grads)), dy
+
+        return Output(x, vjp, new_state)
+
+    return make_layer(kind, init, apply, children=named)
+
