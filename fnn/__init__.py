@@ -4,7 +4,7 @@ Every layer is a pair of pure functions ``init(key, shape) -> params`` and
 ``apply(params, x) -> (y, vjp)``; see :mod:`fnn.core` for the protocol.
 """
 
-from fnn import data, init, layers, losses, optim, random, tree
+from fnn import data, init, layers, losses, ops, optim, random, tree
 from fnn.core import Layer, Output, output_shape, serial
 
 __version__ = "0.1.0.dev0"
@@ -16,6 +16,7 @@ __all__ = [
     "init",
     "layers",
     "losses",
+    "ops",
     "optim",
     "output_shape",
     "random",
