@@ -12,7 +12,10 @@ A layer is a pair of pure functions, made by a constructor such as ``Dense(128)`
 leading batch axis, ``x.shape == (N, *shape)``. ``params`` is a tree of arrays
 (nested dicts); a layer without parameters has ``{}``. ``vjp(dy)`` takes the
 gradient of a scalar loss with respect to ``y`` and returns ``dparams``, with
-exactly the structure of ``params``, and ``dx``, with the shape of ``x``. Its
+exactly the structure of ``params``, and ``dx``, with the shape of ``x``.
+``vjp(dy, need_dx=False)`` skips the input gradient where that saves work
+(Conv2D then never runs col2img) and returns ``dx = None``; ``serial`` then
+stops backward at its first layer with parameters. Its
 closure keeps what backward needs; it may be called any number of times and
 gives the same result each time. ``apply`` and ``vjp`` never modify their
 arguments and never read or write global state (callers must not modify ``y``
@@ -41,6 +44,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fnn import random as _random
+from fnn import tree as _tree
 
 __all__ = [
     "Layer",
@@ -56,7 +60,7 @@ __all__ = [
 ]
 
 Shape = tuple[int, ...]
-VJP = Callable[[Any], tuple[Any, Any]]
+VJP = Callable[..., tuple[Any, Any]]
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -235,8 +239,9 @@ def parameterless(kind: str, forward: Callable[[np.ndarray], tuple[Any, Callable
         _no_params(kind, params)
         y, backward = forward(x)
 
-        def vjp(dy: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-            return {}, backward(check_cotangent(kind, dy, y))
+        def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], np.ndarray | None]:
+            dy = check_cotangent(kind, dy, y)
+            return {}, backward(dy) if need_dx else None
 
         return y, vjp
 
@@ -351,14 +356,20 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
             if out.state:
                 new_state[name] = out.state
 
-        def vjp(dy: Any) -> tuple[dict[str, Any], Any]:
-            grads: list[Any] = [None] * len(named)
-            for i in range(len(named) - 1, -1, -1):
+        # Without need_dx, backward stops at the first layer that has parameters.
+        first_trainable = next((i for i, n in enumerate(names) if _tree.leaves(params[n])), len(names))
+
+        def vjp(dy: Any, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
+            stop = 0 if need_dx else first_trainable
+            grads: list[Any] = [_tree.zeros_like(params[n]) for n in names[:stop]] + [None] * (len(names) - stop)
+            if stop == len(names):
+                return dict(zip(names, grads)), None
+            for i in range(len(named) - 1, stop - 1, -1):
                 try:
-                    grads[i], dy = vjps[i](dy)
+                    grads[i], dy = vjps[i](dy, need_dx=need_dx or i > stop)
                 except (ValueError, TypeError) as err:
                     raise _reraise(err, where(i)) from err
-            return dict(zip(names, grads)), dy
+            return dict(zip(names, grads)), dy if stop == 0 else None
 
         return Output(x, vjp, new_state)
 

@@ -89,11 +89,13 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
             y += params["b"][:, None]
         y = y.reshape(n, f_out, oh, ow)
 
-        def vjp(dy: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
             dy3 = check_cotangent(kind, dy, y).reshape(n, f_out, oh * ow)
             grads = {"w": np.matmul(dy3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)}
             if bias:
                 grads["b"] = dy3.sum(axis=(0, 2))
+            if not need_dx:
+                return grads, None
             if dx_method == "col2img":
                 dxp = col2img(np.matmul(w2.T, dy3), xp.shape, k, s, d)
             else:

@@ -51,13 +51,13 @@ def Dense(out_features: int, bias: bool = True, w_init: _init.Initializer = _ini
         if bias:
             y += params["b"]
 
-        def vjp(dy: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
             dy = check_cotangent(kind, dy, y)
             x2, dy2 = x.reshape(-1, n_in), dy.reshape(-1, out_features)
             grads = {"w": x2.T @ dy2}
             if bias:
                 grads["b"] = dy2.sum(axis=0)
-            return grads, dy @ w.T
+            return grads, dy @ w.T if need_dx else None
 
         return y, vjp
 

@@ -40,8 +40,9 @@ def _pool_layer(kind: str, k: Pair, s: Pair, pads: Padding, forward: Any) -> Lay
         check_nchw(kind, x)
         y, backward = forward(x, *check_fits(kind, x.shape[2:], pads, k, (1, 1), s))
 
-        def vjp(dy: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-            return {}, backward(check_cotangent(kind, dy, y))
+        def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], np.ndarray | None]:
+            dy = check_cotangent(kind, dy, y)
+            return {}, backward(dy) if need_dx else None
 
         return y, vjp
 
