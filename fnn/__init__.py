@@ -5,21 +5,26 @@ Every layer is a pair of pure functions ``init(key, shape) -> params`` and
 """
 
 from fnn import data, init, layers, losses, ops, optim, random, tree
+from fnn.checkpoint import CheckpointError, load, load_metadata, save
 from fnn.core import Layer, Output, output_shape, serial
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "CheckpointError",
     "Layer",
     "Output",
     "data",
     "init",
     "layers",
+    "load",
+    "load_metadata",
     "losses",
     "ops",
     "optim",
     "output_shape",
     "random",
+    "save",
     "serial",
     "tree",
 ]

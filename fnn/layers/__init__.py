@@ -3,16 +3,21 @@
 from fnn.layers.activations import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from fnn.layers.conv import Conv2D
 from fnn.layers.dense import Dense
+from fnn.layers.dropout import Dropout
+from fnn.layers.norm import BatchNorm, LayerNorm
 from fnn.layers.pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from fnn.layers.reshape import Flatten, Identity
 
 __all__ = [
     "AvgPool2D",
+    "BatchNorm",
     "Conv2D",
     "Dense",
+    "Dropout",
     "Flatten",
     "GlobalAvgPool2D",
     "Identity",
+    "LayerNorm",
     "LeakyReLU",
     "LogSoftmax",
     "MaxPool2D",

@@ -1,5 +1,10 @@
-"""What every optimizer shares: the ``(init, update)`` pair, learning-rate schedules as
-functions of the step count, and the checks on hyperparameters and trees."""
+"""What every optimizer shares: the ``(init, update)`` pair, learning rates that may be
+schedules, weight-decay masks, and the checks on hyperparameters and trees.
+
+Optimizers are written as a per-leaf *rule* and turned into an :class:`Optimizer`
+by :func:`leafwise`, which owns the step count, the structure checks, the
+learning-rate schedule and the weight-decay mask.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,23 @@ import numpy as np
 
 from fnn import tree as _tree
 
-__all__ = ["Optimizer", "Schedule", "as_schedule", "check_hyper", "check_update_args", "step_of"]
+__all__ = ["Optimizer", "Schedule", "DecayMask", "Rule", "leafwise", "check_hyper", "as_schedule",
+           "weights_only"]
 
 Schedule = Callable[[int], float]
+DecayMask = Callable[[tuple[Any, ...], np.ndarray], bool] | dict[str, Any]
+Rule = Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray], int, float, float],
+                tuple[np.ndarray, dict[str, np.ndarray]]]
+"""``rule(p, g, buffers, t, lr, weight_decay) -> (new_p, new_buffers)`` for one leaf;
+``t`` counts updates from 1 (PyTorch's ``step``)."""
 
 
 class Optimizer(NamedTuple):
     """A pure optimizer: ``state = init(params)``; ``params, state = update(params, grads, state)``.
 
-    ``state`` is a tree of arrays holding the step count under ``"step"`` (so a
-    checkpoint of it resumes schedules exactly) and the optimizer's buffers,
-    each with the structure of ``params``.
+    ``state`` is a dict of arrays: the number of updates done under ``"step"`` (so
+    a checkpoint of it resumes schedules and bias corrections exactly) and one
+    tree per buffer (``"momentum"``, ``"exp_avg"``, …) with the structure of ``params``.
     """
 
     init: Callable[[Any], dict[str, Any]]
@@ -35,30 +46,79 @@ def check_hyper(where: str, name: str, value: Any, low: float = 0.0, high: float
         raise TypeError(f"{where}: {name} must be a number, got {value!r}")
     v = float(value)
     too_high = v >= high if high_open else v > high
-    if math.isnan(v) or v < low or too_high or (math.isinf(v)):
+    if math.isnan(v) or math.isinf(v) or v < low or too_high:
         bracket = ")" if high_open else "]"
-        raise ValueError(f"{where}: {name} must be in [{low}, {high}{bracket}, got {value!r}")
+        raise ValueError(f"{where}: {name} must be a finite number in [{low}, {high}{bracket}, got {value!r}")
     return v
 
 
 def as_schedule(where: str, lr: float | Schedule) -> Schedule:
-    """Turn a number into a constant schedule; check a number is a valid learning rate."""
+    """A schedule ``step -> lr``: ``lr`` itself when callable, else a checked constant."""
     if callable(lr):
         return lr
     value = check_hyper(where, "lr", lr)
     return lambda step: value
 
 
-def check_update_args(where: str, params: Any, grads: Any, state: Any, buffers: tuple[str, ...]) -> None:
-    """Check ``grads`` and every buffer in ``state`` match ``params`` in structure and shapes."""
-    _tree.check_same_structure(params, grads, names=["params", "grads"], shapes=True, where=where)
-    if not isinstance(state, dict) or "step" not in state or any(b not in state for b in buffers):
-        raise ValueError(f"{where}: state must be the dict made by this optimizer's init, "
-                         f"with keys {sorted(('step',) + buffers)}")
-    for b in buffers:
-        _tree.check_same_structure(params, state[b], names=["params", f"state[{b!r}]"], shapes=True, where=where)
+def weights_only(path: tuple[Any, ...], leaf: np.ndarray) -> bool:
+    """Decay mask that decays leaves with two or more axes (Dense and Conv weights) and
+    leaves biases and normalization scales and shifts (1-D) alone."""
+    return np.ndim(leaf) >= 2
 
 
-def step_of(state: dict[str, Any]) -> int:
-    """The number of updates already applied."""
-    return int(state["step"])
+def _decay_flags(where: str, mask: DecayMask | None, params: Any) -> list[bool]:
+    pairs = _tree.flatten(params)[0]
+    if mask is None:
+        return [True] * len(pairs)
+    if callable(mask):
+        return [bool(mask(path, leaf)) for path, leaf in pairs]
+    _tree.check_same_structure(params, mask, names=["params", "decay_mask"], where=where)
+    return [bool(flag) for flag in _tree.leaves(mask)]
+
+
+def leafwise(where: str, lr: float | Schedule, buffers: tuple[str, ...], rule: Rule,
+             weight_decay: float = 0.0, decay_mask: DecayMask | None = None) -> Optimizer:
+    """Build an :class:`Optimizer` from a per-leaf ``rule`` and buffer names (buffers start at zero).
+
+    ``decay_mask`` selects the leaves that get weight decay: a predicate
+    ``(key_path, leaf) -> bool`` such as :func:`weights_only`, or a tree of bools
+    with the structure of ``params``. ``None`` decays every leaf (PyTorch's default).
+    """
+    schedule = as_schedule(where, lr)
+    if decay_mask is not None and not callable(decay_mask) and not isinstance(decay_mask, dict):
+        raise TypeError(f"{where}: decay_mask must be a predicate (path, leaf) -> bool or a tree of bools, "
+                        f"got {type(decay_mask).__name__}")
+
+    def init(params: Any) -> dict[str, Any]:
+        return {"step": np.array(0, np.int64), **{b: _tree.zeros_like(params) for b in buffers}}
+
+    def update(params: Any, grads: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        _tree.check_same_structure(params, grads, names=["params", "grads"], shapes=True, where=where)
+        if not isinstance(state, dict) or set(state) != {"step", *buffers}:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{where}: state must be the dict made by this optimizer's init, with keys "
+                             f"{sorted(('step',) + buffers)}; got {got}")
+        for b in buffers:
+            _tree.check_same_structure(params, state[b], names=["params", f"state[{b!r}]"], shapes=True,
+                                       where=where)
+        step = int(state["step"])
+        rate = schedule(step)
+        if not (isinstance(rate, (int, float, np.floating, np.integer)) and math.isfinite(rate) and rate >= 0):
+            raise ValueError(f"{where}: the learning-rate schedule gave {rate!r} at step {step}; "
+                             f"expected a finite number >= 0")
+        pairs, rebuild = _tree.flatten(params)
+        g_leaves = _tree.leaves(grads)
+        b_leaves = {b: _tree.leaves(state[b]) for b in buffers}
+        decay = _decay_flags(where, decay_mask, params)
+        new_p: list[np.ndarray] = []
+        new_b: dict[str, list[np.ndarray]] = {b: [] for b in buffers}
+        for i, (_, p) in enumerate(pairs):
+            q, bufs = rule(p, g_leaves[i], {b: b_leaves[b][i] for b in buffers}, step + 1, float(rate),
+                           weight_decay if decay[i] else 0.0)
+            new_p.append(q.astype(p.dtype, copy=False))
+            for b in buffers:
+                new_b[b].append(bufs[b].astype(p.dtype, copy=False))
+        new_state = {"step": np.array(step + 1, np.int64), **{b: rebuild(new_b[b]) for b in buffers}}
+        return rebuild(new_p), new_state
+
+    return Optimizer(init, update)

@@ -1,0 +1,112 @@
+"""Adaptive optimizers: Adagrad, RMSprop, Adam and AdamW, each with PyTorch's documented
+update rule and default hyperparameters, so a ported training script follows the same
+trajectory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fnn.optim.base import DecayMask, Optimizer, Schedule, check_hyper, leafwise
+
+__all__ = ["adagrad", "rmsprop", "adam", "adamw"]
+
+Bufs = dict[str, np.ndarray]
+
+
+def adagrad(lr: float | Schedule = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+            initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+            decay_mask: DecayMask | None = None) -> Optimizer:
+    """``torch.optim.Adagrad``: ``g += wd * p``; ``s += g²``;
+    ``p -= lr / (1 + (t - 1) * lr_decay) * g / (sqrt(s) + eps)``. State: ``{"step", "sum"}``."""
+    where = "adagrad"
+    lr_decay = check_hyper(where, "lr_decay", lr_decay)
+    weight_decay = check_hyper(where, "weight_decay", weight_decay)
+    init_acc = check_hyper(where, "initial_accumulator_value", initial_accumulator_value)
+    eps = check_hyper(where, "eps", eps)
+
+    def rule(p: np.ndarray, g: np.ndarray, bufs: Bufs, t: int, lr: float, wd: float) -> tuple[np.ndarray, Bufs]:
+        if wd:
+            g = g + wd * p
+        s = (bufs["sum"] + init_acc if t == 1 else bufs["sum"]) + g * g
+        clr = lr / (1 + (t - 1) * lr_decay)
+        return p - clr * g / (np.sqrt(s) + eps), {"sum": s}
+
+    return leafwise(where, lr, ("sum",), rule, weight_decay, decay_mask)
+
+
+def rmsprop(lr: float | Schedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+            momentum: float = 0.0, centered: bool = False, decay_mask: DecayMask | None = None) -> Optimizer:
+    """``torch.optim.RMSprop``: ``v = alpha v + (1 - alpha) g²``; with ``centered`` the
+    running mean ``m`` of ``g`` is tracked and ``v - m²`` used; the step
+    ``g / (sqrt(v) + eps)`` goes through a momentum buffer when ``momentum > 0``.
+    State: ``{"step", "square_avg"}`` plus ``"grad_avg"`` and ``"momentum"`` when used."""
+    where = "rmsprop"
+    alpha = check_hyper(where, "alpha", alpha, high=1.0)
+    eps = check_hyper(where, "eps", eps)
+    weight_decay = check_hyper(where, "weight_decay", weight_decay)
+    momentum = check_hyper(where, "momentum", momentum)
+    buffers = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum",) if momentum else ())
+
+    def rule(p: np.ndarray, g: np.ndarray, bufs: Bufs, t: int, lr: float, wd: float) -> tuple[np.ndarray, Bufs]:
+        if wd:
+            g = g + wd * p
+        out = {"square_avg": alpha * bufs["square_avg"] + (1 - alpha) * g * g}
+        v = out["square_avg"]
+        if centered:
+            out["grad_avg"] = alpha * bufs["grad_avg"] + (1 - alpha) * g
+            v = v - out["grad_avg"] * out["grad_avg"]
+        step = g / (np.sqrt(v) + eps)
+        if momentum:
+            out["momentum"] = momentum * bufs["momentum"] + step
+            step = out["momentum"]
+        return p - lr * step, out
+
+    return leafwise(where, lr, buffers, rule, weight_decay, decay_mask)
+
+
+def _adam_rule(b1: float, b2: float, eps: float, amsgrad: bool, decoupled: bool):  # type: ignore[no-untyped-def]
+    def rule(p: np.ndarray, g: np.ndarray, bufs: Bufs, t: int, lr: float, wd: float) -> tuple[np.ndarray, Bufs]:
+        if wd and decoupled:
+            p = p * (1 - lr * wd)
+        elif wd:
+            g = g + wd * p
+        out = {"exp_avg": b1 * bufs["exp_avg"] + (1 - b1) * g,
+               "exp_avg_sq": b2 * bufs["exp_avg_sq"] + (1 - b2) * g * g}
+        v = out["exp_avg_sq"]
+        if amsgrad:
+            out["max_exp_avg_sq"] = np.maximum(bufs["max_exp_avg_sq"], v)
+            v = out["max_exp_avg_sq"]
+        denom = np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps
+        return p - (lr / (1 - b1 ** t)) * out["exp_avg"] / denom, out
+
+    return rule
+
+
+def _adam_args(where: str, betas: tuple[float, float], eps: float, weight_decay: float) -> tuple[float, ...]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
+    b1 = check_hyper(where, "betas[0]", betas[0], high=1.0, high_open=True)
+    b2 = check_hyper(where, "betas[1]", betas[1], high=1.0, high_open=True)
+    return b1, b2, check_hyper(where, "eps", eps), check_hyper(where, "weight_decay", weight_decay)
+
+
+def adam(lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+         weight_decay: float = 0.0, amsgrad: bool = False, decay_mask: DecayMask | None = None) -> Optimizer:
+    """``torch.optim.Adam``: ``g += wd * p`` (L2, coupled); ``m = b1 m + (1 - b1) g``;
+    ``v = b2 v + (1 - b2) g²`` (``amsgrad``: use the running max of ``v``);
+    ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
+    State: ``{"step", "exp_avg", "exp_avg_sq"}`` plus ``"max_exp_avg_sq"`` with ``amsgrad``."""
+    b1, b2, eps, weight_decay = _adam_args("adam", betas, eps, weight_decay)
+    buffers = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ())
+    return leafwise("adam", lr, buffers, _adam_rule(b1, b2, eps, amsgrad, False), weight_decay, decay_mask)
+
+
+def adamw(lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 1e-2, amsgrad: bool = False, decay_mask: DecayMask | None = None) -> Optimizer:
+    """``torch.optim.AdamW``: Adam with decoupled weight decay, ``p *= 1 - lr * wd`` before
+    the Adam step (default ``weight_decay=0.01``, PyTorch's)."""
+    b1, b2, eps, weight_decay = _adam_args("adamw", betas, eps, weight_decay)
+    buffers = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ())
+    return leafwise("adamw", lr, buffers, _adam_rule(b1, b2, eps, amsgrad, True), weight_decay, decay_mask)
