@@ -6,6 +6,7 @@ from fnn.layers.dense import Dense
 from fnn.layers.dropout import Dropout
 from fnn.layers.norm import BatchNorm, LayerNorm
 from fnn.layers.pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from fnn.layers.recurrent import GRU, LSTM, RNN, LastStep, MeanOverTime
 from fnn.layers.reshape import Flatten, Identity
 
 __all__ = [
@@ -15,12 +16,17 @@ __all__ = [
     "Dense",
     "Dropout",
     "Flatten",
+    "GRU",
     "GlobalAvgPool2D",
     "Identity",
+    "LSTM",
+    "LastStep",
     "LayerNorm",
     "LeakyReLU",
     "LogSoftmax",
     "MaxPool2D",
+    "MeanOverTime",
+    "RNN",
     "ReLU",
     "Sigmoid",
     "Softmax",

@@ -1,0 +1,373 @@
+"""Recurrent layers (RNN, LSTM, GRU) on batch-first sequences, and sequence reductions.
+
+Sequences are ``(N, T, F)``: batch, time, features. A recurrent layer returns the
+whole output sequence ``(N, T, H)`` (``(N, T, 2 * H)`` when bidirectional, the
+forward direction first) so that it composes in ``serial``; :func:`LastStep` and
+:func:`MeanOverTime` turn a sequence into features.
+
+Initial states are zeros unless the input is a tuple: ``(x, h0)`` for RNN and
+GRU, ``(x, h0, c0)`` for LSTM, with states ``(N, num_layers * num_directions, H)``
+indexed ``layer * num_directions + direction`` (PyTorch's order, batch first).
+``dx`` is then the matching tuple, so the vjp returns the states' gradients too.
+
+Params hold one entry per layer and direction: ``"l0"``, ``"l0_reverse"``,
+``"l1"``, … each ``{"w_ih": (F_in, G * H), "w_hh": (H, G * H), "b_ih": (G * H,),
+"b_hh": (G * H,)}`` with ``G`` gates in PyTorch's order (LSTM: input, forget,
+cell, output; GRU: reset, update, new). The weights are PyTorch's
+``weight_ih_l0`` and ``weight_hh_l0`` transposed (so the forward is ``x @ w``);
+every parameter starts uniform in ``(-1/sqrt(H), 1/sqrt(H))`` as in PyTorch.
+
+The input projection for all time steps is one matrix product; each step does
+one matrix product for all gates; the vjp is backpropagation through time over
+the values cached by the forward, never recomputing it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from fnn import random as _random
+from fnn.core import Layer, Options, check_cotangent, check_params, make_layer, parameterless
+
+__all__ = ["RNN", "LSTM", "GRU", "LastStep", "MeanOverTime"]
+
+Arr = np.ndarray
+
+
+def _sigmoid(a: Arr, out: Arr | None = None) -> Arr:
+    """Logistic function via tanh (never overflows), optionally in place."""
+    out = np.multiply(a, 0.5, out=out)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
+
+
+# Each cell runs one direction of one layer over time-major input ``xt: (T, N, F)``.
+# forward(p, xt, states) -> (hs: (T, N, H), cache); backward(p, cache, dhs) -> (grads, dxt, dstates).
+
+
+def _project(p: dict[str, Arr], xt: Arr, bias: Arr) -> tuple[Arr, Arr]:
+    t, n, f = xt.shape
+    x2 = xt.reshape(t * n, f)
+    return x2, (x2 @ p["w_ih"] + bias).reshape(t, n, -1)
+
+
+def _input_grads(p: dict[str, Arr], x2: Arr, dpre: Arr, shape: tuple[int, ...]) -> tuple[Arr, Arr]:
+    d2 = dpre.reshape(-1, dpre.shape[-1])
+    return x2.T @ d2, (d2 @ p["w_ih"].T).reshape(shape)
+
+
+def _prev(h0: Arr, hs: Arr) -> Arr:
+    """The state entering each step, ``(T * N, H)``."""
+    return np.concatenate([h0[None], hs[:-1]]).reshape(-1, h0.shape[-1])
+
+
+def _rnn_cell(relu: bool) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    def forward(p: dict[str, Arr], xt: Arr, states: tuple[Arr, ...]) -> tuple[Arr, Any]:
+        (h0,) = states
+        x2, pre = _project(p, xt, p["b_ih"] + p["b_hh"])
+        hs = np.empty(pre.shape, pre.dtype)
+        h, w_hh = h0, p["w_hh"]
+        for t in range(len(pre)):
+            a = np.matmul(h, w_hh, out=hs[t])
+            a += pre[t]
+            h = np.maximum(a, 0, out=a) if relu else np.tanh(a, out=a)
+        return hs, (x2, xt.shape, h0, hs)
+
+    def backward(p: dict[str, Arr], cache: Any, dhs: Arr) -> tuple[dict[str, Arr], Arr, tuple[Arr, ...]]:
+        x2, shape, h0, hs = cache
+        dpre = np.empty(hs.shape, hs.dtype)
+        dh, w_hh_t = np.zeros_like(h0), p["w_hh"].T
+        for t in range(len(hs) - 1, -1, -1):
+            d = np.add(dh, dhs[t], out=dpre[t])
+            d *= (hs[t] > 0) if relu else 1 - hs[t] * hs[t]
+            dh = d @ w_hh_t
+        dw_ih, dxt = _input_grads(p, x2, dpre, shape)
+        db = dpre.sum(axis=(0, 1))
+        grads = {"w_ih": dw_ih, "w_hh": _prev(h0, hs).T @ dpre.reshape(-1, dpre.shape[-1]), "b_ih": db,
+                 "b_hh": db.copy()}
+        return grads, dxt, (dh,)
+
+    return forward, backward
+
+
+def _lstm_forward(p: dict[str, Arr], xt: Arr, states: tuple[Arr, ...]) -> tuple[Arr, Any]:
+    h0, c0 = states
+    x2, pre = _project(p, xt, p["b_ih"] + p["b_hh"])
+    steps, n, g4 = pre.shape
+    hid = g4 // 4
+    acts = np.empty(pre.shape, pre.dtype)
+    cs = np.empty((steps, n, hid), pre.dtype)
+    tcs = np.empty_like(cs)
+    hs = np.empty_like(cs)
+    h, c, w_hh = h0, c0, p["w_hh"]
+    for t in range(steps):
+        a = np.matmul(h, w_hh, out=acts[t])
+        a += pre[t]
+        cell = np.tanh(a[:, 2 * hid:3 * hid])
+        _sigmoid(a, out=a)
+        a[:, 2 * hid:3 * hid] = cell
+        c = np.multiply(a[:, hid:2 * hid], c, out=cs[t])
+        c += a[:, :hid] * cell
+        np.tanh(c, out=tcs[t])
+        h = np.multiply(a[:, 3 * hid:], tcs[t], out=hs[t])
+    return hs, (x2, xt.shape, h0, c0, acts, cs, tcs, hs)
+
+
+def _lstm_backward(p: dict[str, Arr], cache: Any, dhs: Arr) -> tuple[dict[str, Arr], Arr, tuple[Arr, ...]]:
+    x2, shape, h0, c0, acts, cs, tcs, hs = cache
+    hid = h0.shape[-1]
+    dpre = np.empty(acts.shape, acts.dtype)
+    dh, dc, w_hh_t = np.zeros_like(h0), np.zeros_like(c0), p["w_hh"].T
+    for t in range(len(acts) - 1, -1, -1):
+        a, tc, d = acts[t], tcs[t], dpre[t]
+        i, f, g, o = a[:, :hid], a[:, hid:2 * hid], a[:, 2 * hid:3 * hid], a[:, 3 * hid:]
+        dh += dhs[t]
+        np.multiply(dh, tc, out=d[:, 3 * hid:])
+        dc += dh * o * (1 - tc * tc)
+        np.multiply(dc, g, out=d[:, :hid])
+        np.multiply(dc, cs[t - 1] if t else c0, out=d[:, hid:2 * hid])
+        np.multiply(dc, i, out=d[:, 2 * hid:3 * hid])
+        dc *= f
+        deriv = a - a * a
+        deriv[:, 2 * hid:3 * hid] = 1 - g * g
+        d *= deriv
+        dh = d @ w_hh_t
+    dw_ih, dxt = _input_grads(p, x2, dpre, shape)
+    db = dpre.sum(axis=(0, 1))
+    grads = {"w_ih": dw_ih, "w_hh": _prev(h0, hs).T @ dpre.reshape(-1, dpre.shape[-1]), "b_ih": db,
+             "b_hh": db.copy()}
+    return grads, dxt, (dh, dc)
+
+
+def _gru_forward(p: dict[str, Arr], xt: Arr, states: tuple[Arr, ...]) -> tuple[Arr, Any]:
+    (h0,) = states
+    x2, pre = _project(p, xt, p["b_ih"])
+    steps, n, g3 = pre.shape
+    hid = g3 // 3
+    acts = np.empty(pre.shape, pre.dtype)  # r, z, n after their nonlinearities
+    hh_n = np.empty((steps, n, hid), pre.dtype)  # W_hn h + b_hn, which r multiplies
+    hs = np.empty_like(hh_n)
+    h, w_hh, b_hh = h0, p["w_hh"], p["b_hh"]
+    for t in range(steps):
+        hh = h @ w_hh
+        hh += b_hh
+        a = acts[t]
+        np.add(pre[t, :, :2 * hid], hh[:, :2 * hid], out=a[:, :2 * hid])
+        _sigmoid(a[:, :2 * hid], out=a[:, :2 * hid])
+        hh_n[t] = hh[:, 2 * hid:]
+        new = np.multiply(a[:, :hid], hh_n[t], out=a[:, 2 * hid:])
+        new += pre[t, :, 2 * hid:]
+        np.tanh(new, out=new)
+        # h' = (1 - z) * n + z * h = n + z * (h - n)
+        out = np.subtract(h, new, out=hs[t])
+        out *= a[:, hid:2 * hid]
+        out += new
+        h = out
+    return hs, (x2, xt.shape, h0, acts, hh_n, hs)
+
+
+def _gru_backward(p: dict[str, Arr], cache: Any, dhs: Arr) -> tuple[dict[str, Arr], Arr, tuple[Arr, ...]]:
+    x2, shape, h0, acts, hh_n, hs = cache
+    hid = h0.shape[-1]
+    dpre = np.empty(acts.shape, acts.dtype)  # gradient of the input projection (r, z, n)
+    dhh = np.empty(acts.shape, acts.dtype)  # gradient of h @ W_hh + b_hh
+    dh, w_hh_t = np.zeros_like(h0), p["w_hh"].T
+    for t in range(len(acts) - 1, -1, -1):
+        a = acts[t]
+        r, z, new = a[:, :hid], a[:, hid:2 * hid], a[:, 2 * hid:]
+        h_prev = hs[t - 1] if t else h0
+        dh += dhs[t]
+        dn = dh * (1 - z) * (1 - new * new)
+        dz = dh * (h_prev - new) * z * (1 - z)
+        dr = dn * hh_n[t] * r * (1 - r)
+        d, e = dpre[t], dhh[t]
+        d[:, :hid] = dr
+        d[:, hid:2 * hid] = dz
+        d[:, 2 * hid:] = dn
+        e[:, :2 * hid] = d[:, :2 * hid]
+        np.multiply(dn, r, out=e[:, 2 * hid:])
+        dh = dh * z + e @ w_hh_t
+    dw_ih, dxt = _input_grads(p, x2, dpre, shape)
+    dhh2 = dhh.reshape(-1, dhh.shape[-1])
+    grads = {"w_ih": dw_ih, "w_hh": _prev(h0, hs).T @ dhh2, "b_ih": dpre.sum(axis=(0, 1)),
+             "b_hh": dhh2.sum(axis=0)}
+    return grads, dxt, (dh,)
+
+
+_CELLS: dict[str, tuple[int, int, Any, Any]] = {
+    # name: (gates, states, forward, backward)
+    "rnn_tanh": (1, 1, *_rnn_cell(relu=False)),
+    "rnn_relu": (1, 1, *_rnn_cell(relu=True)),
+    "lstm": (4, 2, _lstm_forward, _lstm_backward),
+    "gru": (3, 1, _gru_forward, _gru_backward),
+}
+
+
+def _recurrent(name: str, cell: str, hidden_size: int, num_layers: int, bidirectional: bool,
+               extra: str = "") -> Layer:
+    for arg, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+    args = [str(hidden_size)] + ([f"num_layers={num_layers}"] if num_layers != 1 else []) + \
+        ([extra] if extra else []) + (["bidirectional=True"] if bidirectional else [])
+    kind = f"{name}({', '.join(args)})"
+    gates, n_states, forward, backward = _CELLS[cell]
+    hid, dirs = int(hidden_size), 2 if bidirectional else 1
+    names = [f"l{layer}{'_reverse' if d else ''}" for layer in range(num_layers) for d in range(dirs)]
+    state_shape = (num_layers * dirs, hid)
+
+    def spec(features: int) -> dict[str, dict[str, tuple[int, ...]]]:
+        return {nm: {"w_ih": (features if i < dirs else dirs * hid, gates * hid), "w_hh": (hid, gates * hid),
+                     "b_ih": (gates * hid,), "b_hh": (gates * hid,)} for i, nm in enumerate(names)}
+
+    def split_input(x: Any) -> tuple[Any, tuple[Any, ...] | None]:
+        if isinstance(x, tuple):
+            if len(x) != 1 + n_states:
+                want = "(x, h0, c0)" if n_states == 2 else "(x, h0)"
+                raise ValueError(f"{kind}: a tuple input must be {want}, got a tuple of {len(x)}")
+            return x[0], x[1:]
+        return x, None
+
+    def init(key: _random.Key, shape: Any, dtype: np.dtype) -> dict[str, dict[str, Arr]]:
+        seq_shape = shape[0] if shape and isinstance(shape[0], tuple) else shape
+        if len(seq_shape) != 2 or seq_shape[1] == 0:
+            raise ValueError(f"{kind}: init shape must be (T, F) with F > 0 (one sequence, no batch axis), "
+                             f"got {seq_shape}")
+        bound = 1 / math.sqrt(hid)
+        shapes = spec(seq_shape[1])
+        keys = iter(_random.split(key, 4 * len(names)))
+        return {nm: {k: _random.uniform(next(keys), s, dtype, -bound, bound) for k, s in sorted(shapes[nm].items())}
+                for nm in names}
+
+    def apply(params: Any, x: Any, opts: Options) -> Any:
+        seq, given = split_input(x)
+        if seq.ndim != 3:
+            raise ValueError(f"{kind}: input must be (N, T, F), got shape {seq.shape}")
+        n, steps, features = seq.shape
+        if steps == 0:
+            raise ValueError(f"{kind}: input has no time steps (T = 0), shape {seq.shape}")
+        if not isinstance(params, dict) or set(params) != set(names):
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"{kind}: params has entries {got} but this layer expects {names} "
+                             f"(params from a different architecture?)")
+        shapes = spec(features)
+        for nm in names:
+            check_params(f"{kind} params[{nm!r}]", params[nm], shapes[nm], seq.dtype)
+        if given is None:
+            states = [np.zeros((n, *state_shape), seq.dtype) for _ in range(n_states)]
+        else:
+            states = list(given)
+            for s in states:
+                if s.shape != (n, *state_shape) or s.dtype != seq.dtype:
+                    raise ValueError(f"{kind}: initial states must be {seq.dtype} arrays of shape "
+                                     f"{(n, *state_shape)}, got {s.dtype} {s.shape}")
+        inp = seq.transpose(1, 0, 2)
+        caches = []
+        for layer in range(num_layers):
+            outs = []
+            for d in range(dirs):
+                idx = layer * dirs + d
+                st = tuple(s[:, idx] for s in states)
+                hs, cache = forward(params[names[idx]], inp[::-1] if d else inp, st)
+                outs.append(hs[::-1] if d else hs)
+                caches.append(cache)
+            inp = np.concatenate(outs, axis=2) if dirs == 2 else outs[0]
+        y = np.ascontiguousarray(inp.transpose(1, 0, 2))
+
+        def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
+            dy = check_cotangent(kind, dy, y)
+            grads: dict[str, Any] = {}
+            dstates = [np.empty((n, *state_shape), seq.dtype) for _ in range(n_states)]
+            d_out = dy.transpose(1, 0, 2)
+            for layer in range(num_layers - 1, -1, -1):
+                d_in = None
+                for d in range(dirs):
+                    idx = layer * dirs + d
+                    part = d_out[:, :, d * hid:(d + 1) * hid]
+                    g, dxt, dst = backward(params[names[idx]], caches[idx], part[::-1] if d else part)
+                    grads[names[idx]] = g
+                    dxt = dxt[::-1] if d else dxt
+                    d_in = dxt if d_in is None else d_in + dxt
+                    for full, s in zip(dstates, dst):
+                        full[:, idx] = s
+                d_out = d_in
+            grads = {nm: grads[nm] for nm in names}
+            if not need_dx:
+                return grads, None
+            dseq = np.ascontiguousarray(d_out.transpose(1, 0, 2))
+            return grads, dseq if given is None else (dseq, *dstates)
+
+        return y, vjp
+
+    return make_layer(kind, init, apply)
+
+
+def RNN(hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh", bidirectional: bool = False) -> Layer:
+    """Elman RNN, ``h_t = act(x_t @ w_ih + b_ih + h_{t-1} @ w_hh + b_hh)`` with ``act`` tanh or ReLU.
+
+    ``x: (N, T, F) -> y: (N, T, H)`` (``2 * H`` when bidirectional); see the module
+    docstring for initial states and params.
+    """
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    extra = "" if nonlinearity == "tanh" else "nonlinearity='relu'"
+    return _recurrent("RNN", f"rnn_{nonlinearity}", hidden_size, num_layers, bidirectional, extra)
+
+
+def LSTM(hidden_size: int, num_layers: int = 1, bidirectional: bool = False) -> Layer:
+    """Long short-term memory with PyTorch's gate order (input, forget, cell, output):
+    ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(c_t)``.
+
+    ``x: (N, T, F) -> y: (N, T, H)`` (``2 * H`` when bidirectional); the input may be
+    ``(x, h0, c0)``. The four gates share one matrix product per step.
+
+    >>> lstm = LSTM(8)
+    >>> params = lstm.init(fnn.random.key(0), (5, 3))
+    >>> params["l0"]["w_hh"].shape
+    (8, 32)
+    """
+    return _recurrent("LSTM", "lstm", hidden_size, num_layers, bidirectional)
+
+
+def GRU(hidden_size: int, num_layers: int = 1, bidirectional: bool = False) -> Layer:
+    """Gated recurrent unit with PyTorch's formulation (reset, update, new):
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
+
+    ``x: (N, T, F) -> y: (N, T, H)`` (``2 * H`` when bidirectional); the input may be ``(x, h0)``.
+    """
+    return _recurrent("GRU", "gru", hidden_size, num_layers, bidirectional)
+
+
+def LastStep() -> Layer:
+    """The last time step of a sequence: ``(N, T, F) -> (N, F)``."""
+
+    def forward(x: Arr) -> Any:
+        if x.ndim != 3 or x.shape[1] == 0:
+            raise ValueError(f"LastStep(): input must be (N, T, F) with T > 0, got shape {x.shape}")
+
+        def backward(dy: Arr) -> Arr:
+            dx = np.zeros(x.shape, dy.dtype)
+            dx[:, -1] = dy
+            return dx
+
+        return x[:, -1].copy(), backward
+
+    return parameterless("LastStep()", forward)
+
+
+def MeanOverTime() -> Layer:
+    """The mean over time steps: ``(N, T, F) -> (N, F)``."""
+
+    def forward(x: Arr) -> Any:
+        if x.ndim != 3 or x.shape[1] == 0:
+            raise ValueError(f"MeanOverTime(): input must be (N, T, F) with T > 0, got shape {x.shape}")
+        steps = x.shape[1]
+        return x.mean(axis=1), lambda dy: np.repeat((dy / steps)[:, None], steps, axis=1)
+
+    return parameterless("MeanOverTime()", forward)
