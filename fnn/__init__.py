@@ -5,6 +5,7 @@ Every layer is a pair of pure functions ``init(key, shape) -> params`` and
 """
 
 from fnn import data, init, layers, losses, ops, optim, random, tree
+from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual
 from fnn.checkpoint import CheckpointError, load, load_metadata, save
 from fnn.core import Layer, Output, output_shape, serial
 
@@ -15,6 +16,10 @@ __all__ = [
     "Layer",
     "Output",
     "data",
+    "elementwise",
+    "fan_in_concat",
+    "fan_in_sum",
+    "fan_out",
     "init",
     "layers",
     "load",
@@ -23,7 +28,9 @@ __all__ = [
     "ops",
     "optim",
     "output_shape",
+    "parallel",
     "random",
+    "residual",
     "save",
     "serial",
     "tree",

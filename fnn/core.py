@@ -56,6 +56,8 @@ __all__ = [
     "check_params",
     "check_cotangent",
     "output_shape",
+    "name_layers",
+    "split_options",
     "serial",
 ]
 
@@ -213,8 +215,12 @@ def check_params(kind: str, params: Any, spec: dict[str, Shape], dtype: np.dtype
             )
 
 
-def check_cotangent(kind: str, dy: Any, y: np.ndarray) -> np.ndarray:
-    """Check that ``dy`` has the shape of ``y``; return it in ``y``'s dtype."""
+def check_cotangent(kind: str, dy: Any, y: Any) -> Any:
+    """Check that ``dy`` has the shape of ``y`` (tuples element by element); return it in ``y``'s dtype."""
+    if isinstance(y, tuple):
+        if not isinstance(dy, tuple) or len(dy) != len(y):
+            raise ValueError(f"{kind}.vjp: dy must be a tuple of {len(y)} arrays like the output y")
+        return tuple(check_cotangent(kind, d, v) for d, v in zip(dy, y))
     if not isinstance(dy, np.ndarray):
         raise TypeError(f"{kind}.vjp: dy must be a numpy array of shape {y.shape}, got {type(dy).__name__}")
     if dy.shape != y.shape:
@@ -229,8 +235,11 @@ def _no_params(kind: str, params: Any) -> None:
         raise ValueError(f"{kind}: has no parameters and expects params {{}}, got {params!r:.80}")
 
 
-def parameterless(kind: str, forward: Callable[[np.ndarray], tuple[Any, Callable[[Any], Any]]]) -> Layer:
-    """A layer without params from ``forward(x) -> (y, backward)`` where ``backward(dy) -> dx``."""
+def parameterless(kind: str, forward: Callable[[Any], tuple[Any, Callable[[Any], Any]]]) -> Layer:
+    """A layer without params from ``forward(x) -> (y, backward)`` where ``backward(dy) -> dx``.
+
+    ``x`` and ``y`` may be arrays or tuples of arrays; ``dy`` is checked against ``y``.
+    """
 
     def init(key: Any, shape: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:
         return {}
@@ -239,7 +248,7 @@ def parameterless(kind: str, forward: Callable[[np.ndarray], tuple[Any, Callable
         _no_params(kind, params)
         y, backward = forward(x)
 
-        def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], np.ndarray | None]:
+        def vjp(dy: Any, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
             dy = check_cotangent(kind, dy, y)
             return {}, backward(dy) if need_dx else None
 
@@ -282,14 +291,54 @@ def output_shape(layer: Layer, params: Any, shape: Any, dtype: Any = np.float32)
     return _shape_of(y)
 
 
+def name_layers(where: str, layers: Iterable[Layer | tuple[str, Layer]]) -> list[tuple[str, Layer]]:
+    """Give every layer a name: its own for ``(name, layer)`` pairs, else ``kind_index``
+    counted per kind from 0 (``dense_0``, ``relu_0``, ``dense_1``). Names must be unique."""
+    named: list[tuple[str, Layer]] = []
+    counts: dict[str, int] = {}
+    for i, item in enumerate(layers):
+        if isinstance(item, Layer):
+            base = _snake(item.kind)
+            named.append((f"{base}_{counts.get(base, 0)}", item))
+            counts[base] = counts.get(base, 0) + 1
+        elif (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+              and isinstance(item[1], Layer)):
+            named.append((item[0], item[1]))
+        else:
+            raise TypeError(f"{where}: argument {i} must be a layer or a (name, layer) pair, got {item!r:.80}")
+    names = [n for n, _ in named]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{where}: layer names must be unique, got duplicates {dupes}")
+    return named
+
+
+def split_options(kind: str, params: Any, opts: Options, names: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """Check a combinator's ``params`` and ``state`` are keyed by its layer names; return
+    one key per layer (split from ``opts.key``, or ``None``) and the state dict."""
+    if not isinstance(params, dict) or set(params) != set(names):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"{kind}: params has keys {got} but this {kind} expects {sorted(names)} "
+                         f"(params from a different architecture?)")
+    if opts.state is not None and not isinstance(opts.state, dict):
+        raise TypeError(f"{kind}: state must be a dict keyed by layer name, got {type(opts.state).__name__}")
+    state = opts.state or {}
+    unknown = sorted(set(state) - set(names))
+    if unknown:
+        raise ValueError(f"{kind}: state has entries {unknown} for layers this {kind} does not have")
+    keys = list(_random.split(opts.key, len(names))) if opts.key is not None else [None] * len(names)
+    return keys, state
+
+
 def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
     """Compose layers in sequence; the result is itself a layer.
 
-    Each argument is a layer or a ``(name, layer)`` pair. Unnamed layers are
-    named after their kind and how many of that kind came before, counting from
-    0: ``dense_0``, ``relu_0``, ``dense_1``. ``params`` (and ``state``) are dicts
-    with one entry per layer under that name. ``init`` threads the example shape
-    through the layers; a shape error names the layer's position, name and kind.
+    Each argument is a layer or a ``(name, layer)`` pair; unnamed layers are named
+    by :func:`name_layers` (``dense_0``, ``relu_0``, ``dense_1``). ``params`` (and
+    ``state``) are dicts with one entry per layer under that name. ``init`` threads
+    the example shape through the layers; a shape error names the layer's position,
+    name and kind. ``apply`` passes ``train``, a key split per layer, and each
+    layer's state on to it.
 
     >>> from fnn.layers import Dense, ReLU
     >>> net = serial(Dense(8), ReLU(), ("out", Dense(2)))
@@ -298,23 +347,8 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
     """
     if not layers:
         raise ValueError("serial: needs at least one layer")
-    named: list[tuple[str, Layer]] = []
-    counts: dict[str, int] = {}
-    for i, item in enumerate(layers):
-        if isinstance(item, Layer):
-            base = _snake(item.kind)
-            name = f"{base}_{counts.get(base, 0)}"
-            counts[base] = counts.get(base, 0) + 1
-            named.append((name, item))
-        elif (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
-              and isinstance(item[1], Layer)):
-            named.append((item[0], item[1]))
-        else:
-            raise TypeError(f"serial: argument {i} must be a layer or a (name, layer) pair, got {item!r}")
+    named = name_layers("serial", layers)
     names = [n for n, _ in named]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"serial: layer names must be unique, got duplicates {dupes}")
     kind = "serial"
 
     def where(i: int) -> str:
@@ -332,19 +366,7 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
         return params
 
     def apply(params: Any, x: Any, opts: Options) -> Output:
-        if not isinstance(params, dict) or set(params) != set(names):
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(
-                f"{kind}: params has keys {got} but this serial expects {sorted(names)} "
-                f"(params from a different architecture?)"
-            )
-        if opts.state is not None and not isinstance(opts.state, dict):
-            raise TypeError(f"{kind}: state must be a dict keyed by layer name, got {type(opts.state).__name__}")
-        state = opts.state or {}
-        unknown = sorted(set(state) - set(names))
-        if unknown:
-            raise ValueError(f"{kind}: state has entries {unknown} for layers this serial does not have")
-        keys = _random.split(opts.key, len(named)) if opts.key is not None else [None] * len(named)
+        keys, state = split_options(kind, params, opts, names)
         vjps, new_state = [], {}
         for i, ((name, layer), k) in enumerate(zip(named, keys)):
             try:
@@ -355,15 +377,12 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
             vjps.append(vjp_i)
             if out.state:
                 new_state[name] = out.state
-
         # Without need_dx, backward stops at the first layer that has parameters.
         first_trainable = next((i for i, n in enumerate(names) if _tree.leaves(params[n])), len(names))
 
         def vjp(dy: Any, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
             stop = 0 if need_dx else first_trainable
             grads: list[Any] = [_tree.zeros_like(params[n]) for n in names[:stop]] + [None] * (len(names) - stop)
-            if stop == len(names):
-                return dict(zip(names, grads)), None
             for i in range(len(named) - 1, stop - 1, -1):
                 try:
                     grads[i], dy = vjps[i](dy, need_dx=need_dx or i > stop)
@@ -371,7 +390,7 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
                     raise _reraise(err, where(i)) from err
             return dict(zip(names, grads)), dy if stop == 0 else None
 
+        vjp.children = list(zip(names, vjps))  # type: ignore[attr-defined]
         return Output(x, vjp, new_state)
 
     return make_layer(kind, init, apply, children=named)
-

@@ -75,8 +75,9 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, affine: bool = True) -> 
     statistics unchanged; one value per channel in training is an error.
 
     >>> bn = BatchNorm()
-    >>> out = bn.apply(bn.init(fnn.random.key(0), (2,)), np.array([[1., 2.], [3., 6.]]), train=True)
-    >>> out.y, out.state["mean"]
+    >>> params = bn.init(fnn.random.key(0), (2,), np.float64)
+    >>> out = bn.apply(params, np.array([[1., 2.], [3., 6.]]), train=True)
+    >>> out.y.round(3), out.state["mean"]
     (array([[-1., -1.],
            [ 1.,  1.]]), array([0.2, 0.4]))
     """

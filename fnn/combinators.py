@@ -1,0 +1,215 @@
+"""Combinators beyond ``serial``: branches, merges, residual connections and user pointwise functions.
+
+Each is a layer (an ``(init, apply)`` pair whose vjp returns ``(dparams, dx)``).
+Tuple-valued inputs and outputs flow through ``serial`` like arrays: an example's
+``shape`` is then a tuple of shapes, and ``dx``/``dy`` are tuples too.
+
+>>> from fnn.layers import Dense, ReLU
+>>> block = fnn.serial(fan_out(2), parallel(Dense(4), ReLU()), fan_in_concat(axis=-1))
+>>> params = block.init(fnn.random.key(0), (3,))
+>>> block.apply(params, np.ones((2, 3), np.float32))[0].shape
+(2, 7)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from fnn import random as _random
+from fnn.core import (
+    Layer,
+    Options,
+    Output,
+    _reraise,
+    check_cotangent,
+    make_layer,
+    name_layers,
+    output_shape,
+    parameterless,
+    split_options,
+)
+
+__all__ = ["parallel", "fan_out", "fan_in_sum", "fan_in_concat", "residual", "elementwise"]
+
+
+def _tuple_input(kind: str, x: Any, n: int | None = None) -> tuple[np.ndarray, ...]:
+    if not isinstance(x, tuple) or (n is not None and len(x) != n):
+        want = f"a tuple of {n} arrays" if n is not None else "a tuple of arrays"
+        got = f"a tuple of {len(x)}" if isinstance(x, tuple) else f"an array of shape {np.shape(x)}"
+        raise ValueError(f"{kind}: input must be {want}, got {got}")
+    return x
+
+
+def parallel(*layers: Layer | tuple[str, Layer]) -> Layer:
+    """Apply layer ``i`` to element ``i`` of a tuple input; return the tuple of outputs.
+
+    ``x: (x_0, ..., x_{n-1}) -> y: (y_0, ..., y_{n-1})``. Params and state are dicts
+    keyed by layer name, named as in ``serial``; options reach every branch.
+    """
+    if not layers:
+        raise ValueError("parallel: needs at least one layer")
+    named = name_layers("parallel", layers)
+    names = [n for n, _ in named]
+    kind = f"parallel({len(named)})"
+
+    def init(key: _random.Key, shape: Any, dtype: np.dtype) -> dict[str, Any]:
+        if not (isinstance(shape, tuple) and len(shape) == len(named) and all(isinstance(s, tuple) for s in shape)):
+            raise ValueError(f"{kind}: init shape must be a tuple of {len(named)} shapes, got {shape}")
+        params = {}
+        for i, (k, (name, layer), s) in enumerate(zip(_random.split(key, len(named)), named, shape)):
+            try:
+                params[name] = layer.init(k, s, dtype)
+            except (ValueError, TypeError) as err:
+                raise _reraise(err, f"{kind} branch {i} {name!r} ({layer.kind}) with input shape {s}") from err
+        return params
+
+    def apply(params: Any, x: Any, opts: Options) -> Output:
+        x = _tuple_input(kind, x, len(named))
+        keys, state = split_options(kind, params, opts, names)
+        outs, vjps, new_state = [], [], {}
+        for i, ((name, layer), k, xi) in enumerate(zip(named, keys, x)):
+            try:
+                out = layer.apply(params[name], xi, train=opts.train, key=k, state=state.get(name))
+            except (ValueError, TypeError) as err:
+                raise _reraise(err, f"{kind} branch {i} {name!r} ({layer.kind})") from err
+            outs.append(out[0])
+            vjps.append(out[1])
+            if out.state:
+                new_state[name] = out.state
+        y = tuple(outs)
+
+        def vjp(dy: Any, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
+            dy = check_cotangent(kind, dy, y)
+            results = [f(d, need_dx=need_dx) for f, d in zip(vjps, dy)]
+            grads = {name: g for name, (g, _) in zip(names, results)}
+            return grads, tuple(dx for _, dx in results) if need_dx else None
+
+        vjp.children = list(zip(names, vjps))  # type: ignore[attr-defined]
+        return Output(y, vjp, new_state)
+
+    return make_layer(kind, init, apply, children=named)
+
+
+def fan_out(n: int) -> Layer:
+    """``x -> (x, ..., x)``: ``n`` copies (not views); the vjp sums their gradients."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"fan_out: n must be a positive int, got {n!r}")
+    kind = f"fan_out({n})"
+
+    def forward(x: np.ndarray) -> Any:
+        y = tuple(x.copy() for _ in range(n))
+
+        def backward(dy: tuple[np.ndarray, ...]) -> np.ndarray:
+            total = dy[0].copy()
+            for d in dy[1:]:
+                total += d
+            return total
+
+        return y, backward
+
+    return parameterless(kind, forward)
+
+
+def fan_in_sum() -> Layer:
+    """``(x_0, ..., x_{n-1}) -> x_0 + ... + x_{n-1}``; every input must have the same shape (no broadcasting)."""
+    kind = "fan_in_sum()"
+
+    def forward(x: Any) -> Any:
+        x = _tuple_input(kind, x)
+        shapes = [v.shape for v in x]
+        if len(set(shapes)) != 1:
+            raise ValueError(f"{kind}: inputs must all have the same shape (no broadcasting), got {shapes}")
+        y = x[0].copy()
+        for v in x[1:]:
+            y += v
+        return y, lambda dy: tuple(dy.copy() for _ in x)
+
+    return parameterless(kind, forward)
+
+
+def fan_in_concat(axis: int = -1) -> Layer:
+    """Concatenate a tuple of arrays along ``axis`` (an axis of the batched arrays, not 0).
+
+    Every other axis must agree; the vjp splits ``dy`` back into the pieces.
+    """
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"fan_in_concat: axis must be an int, got {axis!r}")
+    kind = f"fan_in_concat(axis={axis})"
+
+    def forward(x: Any) -> Any:
+        x = _tuple_input(kind, x)
+        ndim = x[0].ndim
+        if any(v.ndim != ndim for v in x) or not -ndim <= axis < ndim or axis % ndim == 0:
+            raise ValueError(f"{kind}: needs inputs of equal rank and a non-batch axis, got shapes "
+                             f"{[v.shape for v in x]}")
+        ax = axis % ndim
+        others = {v.shape[:ax] + v.shape[ax + 1:] for v in x}
+        if len(others) != 1:
+            raise ValueError(f"{kind}: inputs differ outside axis {axis}: shapes {[v.shape for v in x]}")
+        bounds = np.cumsum([v.shape[ax] for v in x])[:-1]
+        y = np.concatenate(x, axis=ax)
+        return y, lambda dy: tuple(p.copy() for p in np.split(dy, bounds, axis=ax))
+
+    return parameterless(kind, forward)
+
+
+def residual(layer: Layer) -> Layer:
+    """``y = x + layer(x)``; ``layer`` must keep the shape. Params and state are ``layer``'s own."""
+    if not isinstance(layer, Layer):
+        raise TypeError(f"residual: expected a layer, got {layer!r:.80}")
+    kind = f"residual({layer.kind})"
+
+    def init(key: _random.Key, shape: Any, dtype: np.dtype) -> Any:
+        params = layer.init(key, shape, dtype)
+        out = output_shape(layer, params, shape, dtype)
+        if out != shape:
+            raise ValueError(f"{kind}: the inner layer maps shape {shape} to {out}; a residual needs the same shape")
+        return params
+
+    def apply(params: Any, x: Any, opts: Options) -> Output:
+        out = layer.apply(params, x, train=opts.train, key=opts.key, state=opts.state)
+        inner, inner_vjp = out
+        if not isinstance(inner, np.ndarray) or inner.shape != x.shape:
+            raise ValueError(f"{kind}: the inner layer maps shape {x.shape} to {np.shape(inner)}; "
+                             f"a residual needs the same shape")
+        y = x + inner
+
+        def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[Any, Any]:
+            dy = check_cotangent(kind, dy, y)
+            grads, dx = inner_vjp(dy, need_dx=need_dx)
+            return grads, dx + dy if need_dx else None
+
+        vjp.children = [("inner", inner_vjp)]  # type: ignore[attr-defined]
+        return Output(y, vjp, out.state)
+
+    return make_layer(kind, init, apply, children=[("inner", layer)])
+
+
+def elementwise(fn: Callable[[np.ndarray], np.ndarray], dfn: Callable[[np.ndarray], np.ndarray],
+                name: str | None = None) -> Layer:
+    """A layer from a pointwise function and its derivative: ``y = fn(x)``, ``dx = dy * dfn(x)``.
+
+    Both are called on whole arrays and must return arrays of ``x``'s shape.
+
+    >>> softplus = elementwise(lambda x: np.logaddexp(0, x), lambda x: 0.5 * (1 + np.tanh(x / 2)))
+    >>> softplus.apply({}, np.zeros((1, 2)))[0]
+    array([[0.69314718, 0.69314718]])
+    """
+    if not callable(fn) or not callable(dfn):
+        raise TypeError("elementwise: fn and dfn must be callables taking and returning arrays")
+    kind = f"elementwise({name or getattr(fn, '__name__', 'fn')})"
+
+    def forward(x: np.ndarray) -> Any:
+        y = np.asarray(fn(x))
+        if y.shape != x.shape:
+            raise ValueError(f"{kind}: fn mapped shape {x.shape} to {y.shape}; it must be pointwise")
+        y = y.astype(x.dtype, copy=False)
+        if np.may_share_memory(y, x):
+            y = y.copy()
+        return y, lambda dy: (dy * np.asarray(dfn(x))).astype(x.dtype, copy=False)
+
+    return parameterless(kind, forward)
+
