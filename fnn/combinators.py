@@ -25,6 +25,7 @@ from fnn.core import (
     Output,
     _reraise,
     check_cotangent,
+    like,
     make_layer,
     name_layers,
     output_shape,
@@ -80,9 +81,10 @@ def parallel(*layers: Layer | tuple[str, Layer]) -> Layer:
             if out.state:
                 new_state[name] = out.state
         y = tuple(outs)
+        spec = like(y)
 
         def vjp(dy: Any, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
-            dy = check_cotangent(kind, dy, y)
+            dy = check_cotangent(kind, dy, spec)
             results = [f(d, need_dx=need_dx) for f, d in zip(vjps, dy)]
             grads = {name: g for name, (g, _) in zip(names, results)}
             return grads, tuple(dx for _, dx in results) if need_dx else None
@@ -176,9 +178,10 @@ def residual(layer: Layer) -> Layer:
             raise ValueError(f"{kind}: the inner layer maps shape {x.shape} to {np.shape(inner)}; "
                              f"a residual needs the same shape")
         y = x + inner
+        spec = like(y)
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[Any, Any]:
-            dy = check_cotangent(kind, dy, y)
+            dy = check_cotangent(kind, dy, spec)
             grads, dx = inner_vjp(dy, need_dx=need_dx)
             return grads, dx + dy if need_dx else None
 

@@ -55,6 +55,8 @@ __all__ = [
     "parameterless",
     "check_params",
     "check_cotangent",
+    "ShapeDtype",
+    "like",
     "output_shape",
     "name_layers",
     "split_options",
@@ -215,9 +217,25 @@ def check_params(kind: str, params: Any, spec: dict[str, Shape], dtype: np.dtype
             )
 
 
-def check_cotangent(kind: str, dy: Any, y: Any) -> Any:
-    """Check that ``dy`` has the shape of ``y`` (tuples element by element); return it in ``y``'s dtype."""
+class ShapeDtype(NamedTuple):
+    """The shape and dtype of an output: what a vjp needs to check its cotangent, without
+    keeping the output itself alive."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def like(y: Any) -> Any:
+    """:class:`ShapeDtype` of an array, or a tuple of them for a tuple."""
     if isinstance(y, tuple):
+        return tuple(like(v) for v in y)
+    return ShapeDtype(y.shape, y.dtype)
+
+
+def check_cotangent(kind: str, dy: Any, y: Any) -> Any:
+    """Check that ``dy`` has the shape of ``y`` (an array, a :class:`ShapeDtype`, or a tuple
+    of them, element by element); return it in ``y``'s dtype."""
+    if isinstance(y, tuple) and not isinstance(y, ShapeDtype):
         if not isinstance(dy, tuple) or len(dy) != len(y):
             raise ValueError(f"{kind}.vjp: dy must be a tuple of {len(y)} arrays like the output y")
         return tuple(check_cotangent(kind, d, v) for d, v in zip(dy, y))
@@ -247,9 +265,10 @@ def parameterless(kind: str, forward: Callable[[Any], tuple[Any, Callable[[Any],
     def apply(params: Any, x: np.ndarray, opts: Options) -> Any:
         _no_params(kind, params)
         y, backward = forward(x)
+        out = like(y)
 
         def vjp(dy: Any, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
-            dy = check_cotangent(kind, dy, y)
+            dy = check_cotangent(kind, dy, out)
             return {}, backward(dy) if need_dx else None
 
         return y, vjp

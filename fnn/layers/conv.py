@@ -8,7 +8,7 @@ import numpy as np
 
 from fnn import init as _init
 from fnn import random as _random
-from fnn.core import Layer, Options, check_cotangent, check_params, make_layer
+from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer
 from fnn.layers._spatial import as_padding, as_pair, check_fits, check_nchw, resolve_padding
 from fnn.ops import Pair, col2img, img2col, pad2d
 
@@ -88,18 +88,19 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
         if bias:
             y += params["b"][:, None]
         y = y.reshape(n, f_out, oh, ow)
+        out, xp_shape = like(y), xp.shape
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-            dy3 = check_cotangent(kind, dy, y).reshape(n, f_out, oh * ow)
+            dy3 = check_cotangent(kind, dy, out).reshape(n, f_out, oh * ow)
             grads = {"w": np.matmul(dy3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)}
             if bias:
                 grads["b"] = dy3.sum(axis=(0, 2))
             if not need_dx:
                 return grads, None
             if dx_method == "col2img":
-                dxp = col2img(np.matmul(w2.T, dy3), xp.shape, k, s, d)
+                dxp = col2img(np.matmul(w2.T, dy3), xp_shape, k, s, d)
             else:
-                dxp = _dx_flipped(dy3.reshape(y.shape), w, xp.shape, k, s, d)
+                dxp = _dx_flipped(dy3.reshape(out.shape), w, xp_shape, k, s, d)
             t, _, left, _ = pads
             return grads, dxp[:, :, t:t + h, left:left + wd]
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from fnn import init as _init
 from fnn import random as _random
-from fnn.core import Layer, Options, check_cotangent, check_params, make_layer
+from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer
 
 __all__ = ["Dense"]
 
@@ -50,9 +50,10 @@ def Dense(out_features: int, bias: bool = True, w_init: _init.Initializer = _ini
         y = x @ w
         if bias:
             y += params["b"]
+        out = like(y)
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-            dy = check_cotangent(kind, dy, y)
+            dy = check_cotangent(kind, dy, out)
             x2, dy2 = x.reshape(-1, n_in), dy.reshape(-1, out_features)
             grads = {"w": x2.T @ dy2}
             if bias:

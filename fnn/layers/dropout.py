@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from fnn import random as _random
-from fnn.core import Layer, Options, check_cotangent, make_layer
+from fnn.core import Layer, Options, check_cotangent, like, make_layer
 
 __all__ = ["Dropout"]
 
@@ -39,15 +39,17 @@ def Dropout(rate: float) -> Layer:
             raise ValueError(f"{kind}: has no parameters and expects params {{}}, got {params!r:.80}")
         if not opts.train or rate == 0:
             y = x.copy()
-            return y, lambda dy, need_dx=True: ({}, check_cotangent(kind, dy, y).copy() if need_dx else None)
+            out = like(y)
+            return y, lambda dy, need_dx=True: ({}, check_cotangent(kind, dy, out).copy() if need_dx else None)
         if opts.key is None:
             raise ValueError(f"{kind}: train=True needs a key (apply(..., train=True, key=fnn.random.key(seed)))")
         scale = x.dtype.type(1 / (1 - rate))
         mask = _random.bernoulli(opts.key, 1 - rate, x.shape)
         y = np.where(mask, x * scale, x.dtype.type(0))
+        out = like(y)
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], np.ndarray | None]:
-            dy = check_cotangent(kind, dy, y)
+            dy = check_cotangent(kind, dy, out)
             return {}, np.where(mask, dy * scale, dy.dtype.type(0)) if need_dx else None
 
         return y, vjp

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from fnn.core import Layer, Options, Output, check_cotangent, check_params, make_layer
+from fnn.core import Layer, Options, Output, check_cotangent, check_params, like, make_layer
 from fnn.optim.base import check_hyper
 
 __all__ = ["BatchNorm", "LayerNorm"]
@@ -23,8 +23,10 @@ def _normalize_vjp(kind: str, y: np.ndarray, xhat: np.ndarray, inv_std: np.ndarr
     statistics are constants and ``dx = dxhat * inv_std``.
     """
 
+    out = like(y)
+
     def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        dy = check_cotangent(kind, dy, y)
+        dy = check_cotangent(kind, dy, out)
         grads = {}
         if gamma is not None:
             grads = {"gamma": (dy * xhat).sum(axis=param_axes), "beta": dy.sum(axis=param_axes)}

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from fnn.core import Layer, Options, check_cotangent, make_layer, parameterless
+from fnn.core import Layer, Options, check_cotangent, like, make_layer, parameterless
 from fnn.layers._spatial import as_padding, as_pair, check_fits, check_nchw
 from fnn.ops import Pair, Padding, col2img, pad2d, windows
 
@@ -39,9 +39,10 @@ def _pool_layer(kind: str, k: Pair, s: Pair, pads: Padding, forward: Any) -> Lay
             raise ValueError(f"{kind}: has no parameters and expects params {{}}, got {params!r:.80}")
         check_nchw(kind, x)
         y, backward = forward(x, *check_fits(kind, x.shape[2:], pads, k, (1, 1), s))
+        out = like(y)
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], np.ndarray | None]:
-            dy = check_cotangent(kind, dy, y)
+            dy = check_cotangent(kind, dy, out)
             return {}, backward(dy) if need_dx else None
 
         return y, vjp
@@ -74,6 +75,7 @@ def MaxPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
     def forward(x: np.ndarray, oh: int, ow: int) -> Any:
         n, c, h, w = x.shape
         xp = pad2d(x, pads, value=-np.inf)
+        xp_shape = xp.shape
         v = windows(xp, k, s)
         best = v[:, :, 0, 0].copy()
         arg = np.zeros(best.shape, index_dtype)
@@ -89,7 +91,7 @@ def MaxPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
         def backward(dy: np.ndarray) -> np.ndarray:
             route = arg[:, :, None, None] == np.arange(offsets, dtype=index_dtype).reshape(k)[:, :, None, None]
             dcols = route * dy[:, :, None, None]
-            return _crop(col2img(dcols, xp.shape, k, s), pads, h, w)
+            return _crop(col2img(dcols, xp_shape, k, s), pads, h, w)
 
         return best, backward
 
@@ -111,6 +113,7 @@ def AvgPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
     def forward(x: np.ndarray, oh: int, ow: int) -> Any:
         n, c, h, w = x.shape
         xp = pad2d(x, pads)
+        xp_shape = xp.shape
         if count_include_pad or not any(pads):
             div: Any = x.dtype.type(k[0] * k[1])
         else:
@@ -120,7 +123,7 @@ def AvgPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
 
         def backward(dy: np.ndarray) -> np.ndarray:
             share = np.broadcast_to((dy / div)[:, :, None, None], (n, c, *k, oh, ow))
-            return _crop(col2img(share, xp.shape, k, s), pads, h, w)
+            return _crop(col2img(share, xp_shape, k, s), pads, h, w)
 
         return y, backward
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from fnn import random as _random
-from fnn.core import Layer, Options, check_cotangent, check_params, make_layer, parameterless
+from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer, parameterless
 
 __all__ = ["RNN", "LSTM", "GRU", "LastStep", "MeanOverTime"]
 
@@ -279,9 +279,10 @@ def _recurrent(name: str, cell: str, hidden_size: int, num_layers: int, bidirect
                 caches.append(cache)
             inp = np.concatenate(outs, axis=2) if dirs == 2 else outs[0]
         y = np.ascontiguousarray(inp.transpose(1, 0, 2))
+        out = like(y)
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
-            dy = check_cotangent(kind, dy, y)
+            dy = check_cotangent(kind, dy, out)
             grads: dict[str, Any] = {}
             dstates = [np.empty((n, *state_shape), seq.dtype) for _ in range(n_states)]
             d_out = dy.transpose(1, 0, 2)
