@@ -8,6 +8,7 @@ from fnn import data, init, layers, losses, ops, optim, random, tree
 from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual
 from fnn.checkpoint import CheckpointError, load, load_metadata, save
 from fnn.core import Layer, Output, output_shape, serial
+from fnn.summary import summary
 
 __version__ = "0.1.0.dev0"
 
@@ -33,5 +34,6 @@ __all__ = [
     "residual",
     "save",
     "serial",
+    "summary",
     "tree",
 ]

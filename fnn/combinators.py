@@ -89,7 +89,7 @@ def parallel(*layers: Layer | tuple[str, Layer]) -> Layer:
             grads = {name: g for name, (g, _) in zip(names, results)}
             return grads, tuple(dx for _, dx in results) if need_dx else None
 
-        vjp.children = list(zip(names, vjps))  # type: ignore[attr-defined]
+        vjp.children = list(zip(names, vjps, spec))  # type: ignore[attr-defined]
         return Output(y, vjp, new_state)
 
     return make_layer(kind, init, apply, children=named)
@@ -159,20 +159,21 @@ def fan_in_concat(axis: int = -1) -> Layer:
 
 
 def residual(layer: Layer) -> Layer:
-    """``y = x + layer(x)``; ``layer`` must keep the shape. Params and state are ``layer``'s own."""
+    """``y = x + layer(x)``; ``layer`` must keep the shape. Params and state are ``{"inner": ...}``."""
     if not isinstance(layer, Layer):
         raise TypeError(f"residual: expected a layer, got {layer!r:.80}")
     kind = f"residual({layer.kind})"
 
-    def init(key: _random.Key, shape: Any, dtype: np.dtype) -> Any:
+    def init(key: _random.Key, shape: Any, dtype: np.dtype) -> dict[str, Any]:
         params = layer.init(key, shape, dtype)
         out = output_shape(layer, params, shape, dtype)
         if out != shape:
             raise ValueError(f"{kind}: the inner layer maps shape {shape} to {out}; a residual needs the same shape")
-        return params
+        return {"inner": params}
 
     def apply(params: Any, x: Any, opts: Options) -> Output:
-        out = layer.apply(params, x, train=opts.train, key=opts.key, state=opts.state)
+        (key,), state = split_options(kind, params, opts, ["inner"])
+        out = layer.apply(params["inner"], x, train=opts.train, key=key, state=state.get("inner"))
         inner, inner_vjp = out
         if not isinstance(inner, np.ndarray) or inner.shape != x.shape:
             raise ValueError(f"{kind}: the inner layer maps shape {x.shape} to {np.shape(inner)}; "
@@ -180,13 +181,13 @@ def residual(layer: Layer) -> Layer:
         y = x + inner
         spec = like(y)
 
-        def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[Any, Any]:
+        def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
             dy = check_cotangent(kind, dy, spec)
             grads, dx = inner_vjp(dy, need_dx=need_dx)
-            return grads, dx + dy if need_dx else None
+            return {"inner": grads}, dx + dy if need_dx else None
 
-        vjp.children = [("inner", inner_vjp)]  # type: ignore[attr-defined]
-        return Output(y, vjp, out.state)
+        vjp.children = [("inner", inner_vjp, like(inner))]  # type: ignore[attr-defined]
+        return Output(y, vjp, {"inner": out.state} if out.state else {})
 
     return make_layer(kind, init, apply, children=[("inner", layer)])
 

@@ -12,14 +12,18 @@ A layer is a pair of pure functions, made by a constructor such as ``Dense(128)`
 leading batch axis, ``x.shape == (N, *shape)``. ``params`` is a tree of arrays
 (nested dicts); a layer without parameters has ``{}``. ``vjp(dy)`` takes the
 gradient of a scalar loss with respect to ``y`` and returns ``dparams``, with
-exactly the structure of ``params``, and ``dx``, with the shape of ``x``.
+exactly the structure of ``params``, and ``dx``, with the shape of ``x``. Its
+closure keeps what backward needs and nothing else; it may be called any number
+of times and gives the same result each time. ``apply`` and ``vjp`` never
+modify their arguments and never read or write global state. In turn, callers
+must not modify ``x`` or ``y`` in place while a ``vjp`` that may read them is
+alive (a vjp keeps references, not copies, where a copy would cost time).
+
 ``vjp(dy, need_dx=False)`` skips the input gradient where that saves work
 (Conv2D then never runs col2img) and returns ``dx = None``; ``serial`` then
-stops backward at its first layer with parameters. Its
-closure keeps what backward needs; it may be called any number of times and
-gives the same result each time. ``apply`` and ``vjp`` never modify their
-arguments and never read or write global state (callers must not modify ``y``
-or ``dx`` in place while a ``vjp`` that may use them is alive).
+stops backward at its first layer with parameters. A combinator's vjp lists
+its sub-layers' vjps as ``vjp.children``, ``(name, vjp, output ShapeDtype)``
+triples, which :func:`fnn.summary` reads.
 
 Every ``apply`` takes the same three keyword options, and ``serial`` passes them
 to every layer it holds: ``train`` selects training behaviour (Dropout masks,
@@ -386,7 +390,7 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
 
     def apply(params: Any, x: Any, opts: Options) -> Output:
         keys, state = split_options(kind, params, opts, names)
-        vjps, new_state = [], {}
+        vjps, outs, new_state = [], [], {}
         for i, ((name, layer), k) in enumerate(zip(named, keys)):
             try:
                 out = layer.apply(params[name], x, train=opts.train, key=k, state=state.get(name))
@@ -394,6 +398,7 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
                 raise _reraise(err, where(i)) from err
             x, vjp_i = out
             vjps.append(vjp_i)
+            outs.append(like(x))
             if out.state:
                 new_state[name] = out.state
         # Without need_dx, backward stops at the first layer that has parameters.
@@ -409,7 +414,7 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
                     raise _reraise(err, where(i)) from err
             return dict(zip(names, grads)), dy if stop == 0 else None
 
-        vjp.children = list(zip(names, vjps))  # type: ignore[attr-defined]
+        vjp.children = list(zip(names, vjps, outs))  # type: ignore[attr-defined]
         return Output(x, vjp, new_state)
 
     return make_layer(kind, init, apply, children=named)

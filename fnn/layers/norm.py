@@ -60,7 +60,7 @@ def _check_state(kind: str, state: Any, c: int, dtype: np.dtype) -> dict[str, np
         if not isinstance(s, np.ndarray) or s.shape != (c,):
             raise ValueError(f"{kind}: state[{name!r}] must have shape ({c},) for {c} channels, "
                              f"got {getattr(s, 'shape', type(s).__name__)}")
-    return {k: v.astype(dtype, copy=False) for k, v in state.items()}
+    return {k: v.astype(dtype) for k, v in state.items()}  # a copy: the output state never aliases the input
 
 
 def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, affine: bool = True) -> Layer:

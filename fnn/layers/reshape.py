@@ -20,8 +20,9 @@ def Flatten() -> Layer:
     """Flatten every axis but the batch axis: ``x: (N, d1, d2, ...) -> y: (N, d1 * d2 * ...)``."""
 
     def forward(x: np.ndarray) -> Any:
-        y = _fresh(x.reshape(x.shape[0], int(np.prod(x.shape[1:]))), x)
-        return y, lambda dy: _fresh(dy.reshape(x.shape), dy)
+        shape = x.shape
+        y = _fresh(x.reshape(shape[0], int(np.prod(shape[1:]))), x)
+        return y, lambda dy: _fresh(dy.reshape(shape), dy)
 
     return parameterless("Flatten()", forward)
 

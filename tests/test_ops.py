@@ -1,0 +1,135 @@
+"""fnn.ops: img2col against the loop reference, col2img as its adjoint, windows as a view, pad2d."""
+
+import numpy as np
+import pytest
+import reference
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fnn.ops import col2img, img2col, out_size, pad2d, windows
+
+ints = st.integers
+
+
+@st.composite
+def image_cases(draw, max_batch=3):
+    """``(x_shape, kernel, stride, dilation)`` with the (dilated) kernel fitting inside ``x``."""
+    k = (draw(ints(1, 3)), draw(ints(1, 3)))
+    s = (draw(ints(1, 3)), draw(ints(1, 3)))
+    d = (draw(ints(1, 2)), draw(ints(1, 2)))
+    span = [dd * (kk - 1) + 1 for kk, dd in zip(k, d)]
+    shape = (draw(ints(1, max_batch)), draw(ints(1, 3)), draw(ints(span[0], span[0] + 4)),
+             draw(ints(span[1], span[1] + 4)))
+    return shape, k, s, d
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def _out_hw(shape, k, s, d):
+    return out_size(shape[2], k[0], s[0], d[0]), out_size(shape[3], k[1], s[1], d[1])
+
+
+@given(image_cases(), ints(0, 2**16))
+def test_img2col_matches_loop_reference(case, seed):
+    shape, k, s, d = case
+    x = _rng(seed).standard_normal(shape)
+    np.testing.assert_array_equal(img2col(x, k, s, d), reference.img2col(x, k, s, d))
+
+
+def test_img2col_accepts_ints_for_kernel_stride_dilation():
+    x = np.arange(2 * 3 * 7 * 7, dtype=np.float64).reshape(2, 3, 7, 7)
+    np.testing.assert_array_equal(img2col(x, 3, 2, 2), reference.img2col(x, (3, 3), (2, 2), (2, 2)))
+
+
+@given(image_cases(), ints(0, 2**16))
+def test_col2img_is_the_adjoint_of_img2col(case, seed):
+    """<img2col(x), c> == <x, col2img(c)> for random x and c."""
+    shape, k, s, d = case
+    rng = _rng(seed)
+    x = rng.standard_normal(shape)
+    oh, ow = _out_hw(shape, k, s, d)
+    c = rng.standard_normal((shape[0], shape[1] * k[0] * k[1], oh * ow))
+    lhs = np.vdot(img2col(x, k, s, d), c)
+    rhs = np.vdot(x, col2img(c, shape, k, s, d))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12, atol=1e-12)
+
+
+@given(image_cases(), ints(0, 2**16))
+def test_col2img_takes_six_axis_and_broadcast_columns(case, seed):
+    shape, k, s, d = case
+    oh, ow = _out_hw(shape, k, s, d)
+    c6 = _rng(seed).standard_normal((shape[0], shape[1], *k, oh, ow))
+    want = col2img(c6.reshape(shape[0], -1, oh * ow), shape, k, s, d)
+    np.testing.assert_array_equal(col2img(c6, shape, k, s, d), want)
+    ones = np.broadcast_to(np.float64(1.0), c6.shape)  # a read-only broadcast view
+    counts = col2img(ones, shape, k, s, d)
+    # Each pixel receives one count per window tap that reads it.
+    np.testing.assert_array_equal(counts, col2img(np.ones(c6.shape), shape, k, s, d))
+    np.testing.assert_array_equal(counts.sum(), shape[0] * shape[1] * k[0] * k[1] * oh * ow)
+
+
+def test_col2img_keeps_dtype():
+    c = np.ones((1, 4, 4), np.float32)
+    assert col2img(c, (1, 1, 3, 3), 2).dtype == np.float32
+
+
+@given(image_cases(), ints(0, 2**16))
+def test_windows_is_a_read_only_view(case, seed):
+    shape, k, s, d = case
+    x = _rng(seed).standard_normal(shape)
+    v = windows(x, k, s, d)
+    oh, ow = _out_hw(shape, k, s, d)
+    assert v.shape == (shape[0], shape[1], k[0], k[1], oh, ow)
+    assert np.shares_memory(v, x)  # no copy
+    assert not v.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        v[(0,) * 6] = 1.0
+    np.testing.assert_array_equal(v.reshape(shape[0], -1, oh * ow), reference.img2col(x, k, s, d))
+
+
+@pytest.mark.parametrize("layout", ["step", "fortran", "negative"])
+def test_windows_and_img2col_of_any_memory_layout(layout):
+    rng = _rng(0)
+    base = rng.standard_normal((2, 3, 14, 16))
+    x = {"step": base[:, :, ::2, 1::2], "fortran": np.asfortranarray(base[:, :, :7, :8]),
+         "negative": base[:, :, :7, ::-2]}[layout]
+    contiguous = np.ascontiguousarray(x)
+    assert not x.flags.c_contiguous
+    np.testing.assert_array_equal(windows(x, (3, 2), (2, 1), (1, 2)), windows(contiguous, (3, 2), (2, 1), (1, 2)))
+    np.testing.assert_array_equal(img2col(x, (3, 2), (2, 1), (1, 2)), reference.img2col(contiguous, (3, 2), (2, 1),
+                                                                                        (1, 2)))
+
+
+def test_windows_rejects_a_kernel_that_does_not_fit():
+    with pytest.raises(ValueError, match="does not fit"):
+        windows(np.zeros((1, 1, 4, 4)), (3, 3), dilation=(2, 2))
+    with pytest.raises(ValueError, match="does not fit"):
+        img2col(np.zeros((1, 1, 4, 2)), 3)
+
+
+def test_empty_batch():
+    x = np.zeros((0, 2, 5, 5))
+    assert img2col(x, 3).shape == (0, 18, 9)
+    assert col2img(np.zeros((0, 18, 9)), x.shape, 3).shape == x.shape
+
+
+@given(ints(1, 12), ints(1, 4), ints(1, 3), ints(1, 3))
+def test_out_size_counts_the_windows(size, kernel, stride, dilation):
+    want = reference.output_size(size, 0, 0, kernel, stride, dilation)
+    got = out_size(size, kernel, stride, dilation)
+    assert max(got, 0) == want
+
+
+@given(st.tuples(ints(0, 2), ints(0, 2), ints(0, 2), ints(0, 2)), st.sampled_from([0.0, -np.inf, 2.5]),
+       st.sampled_from([np.float32, np.float64]))
+def test_pad2d_matches_numpy_pad(pads, value, dtype):
+    x = _rng(1).standard_normal((2, 3, 4, 5)).astype(dtype)
+    t, b, left, r = pads
+    got = pad2d(x, pads, value)
+    want = np.pad(x, ((0, 0), (0, 0), (t, b), (left, r)), constant_values=value)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    if any(pads):
+        assert not np.shares_memory(got, x)
