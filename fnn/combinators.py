@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 
 from fnn import random as _random
+from fnn import tree as _tree
 from fnn.core import (
     Layer,
     Options,
     Output,
     _reraise,
+    _sq_norms_of,
     check_cotangent,
     like,
     make_layer,
@@ -89,7 +91,16 @@ def parallel(*layers: Layer | tuple[str, Layer]) -> Layer:
             grads = {name: g for name, (g, _) in zip(names, results)}
             return grads, tuple(dx for _, dx in results) if need_dx else None
 
+        def sq_norms(dy: Any) -> np.ndarray:
+            dy = check_cotangent(kind, dy, spec)
+            total: Any = 0.0
+            for i, (f, d) in enumerate(zip(vjps, dy)):
+                if _tree.leaves(params[names[i]]):
+                    total = total + _sq_norms_of(f, f"{kind} branch {i} {names[i]!r}")(d)
+            return np.asarray(total)
+
         vjp.children = list(zip(names, vjps, spec))  # type: ignore[attr-defined]
+        vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
         return Output(y, vjp, new_state)
 
     return make_layer(kind, init, apply, children=named)
@@ -186,7 +197,14 @@ def residual(layer: Layer) -> Layer:
             grads, dx = inner_vjp(dy, need_dx=need_dx)
             return {"inner": grads}, dx + dy if need_dx else None
 
+        def sq_norms(dy: np.ndarray) -> np.ndarray:
+            dy = check_cotangent(kind, dy, spec)
+            if not _tree.leaves(params["inner"]):
+                return np.zeros(len(dy))
+            return _sq_norms_of(inner_vjp, kind)(dy)
+
         vjp.children = [("inner", inner_vjp, like(inner))]  # type: ignore[attr-defined]
+        vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
         return Output(y, vjp, {"inner": out.state} if out.state else {})
 
     return make_layer(kind, init, apply, children=[("inner", layer)])

@@ -23,7 +23,9 @@ alive (a vjp keeps references, not copies, where a copy would cost time).
 (Conv2D then never runs col2img) and returns ``dx = None``; ``serial`` then
 stops backward at its first layer with parameters. A combinator's vjp lists
 its sub-layers' vjps as ``vjp.children``, ``(name, vjp, output ShapeDtype)``
-triples, which :func:`fnn.summary` reads.
+triples, which :func:`fnn.summary` reads. Dense, Conv2D and the combinators
+also give their vjp a ``sq_norms(dy)`` attribute: each example's squared norm
+of ``dparams`` (see :mod:`fnn.per_example`).
 
 Every ``apply`` takes the same three keyword options, and ``serial`` passes them
 to every layer it holds: ``train`` selects training behaviour (Dropout masks,
@@ -314,6 +316,15 @@ def output_shape(layer: Layer, params: Any, shape: Any, dtype: Any = np.float32)
     return _shape_of(y)
 
 
+def _sq_norms_of(vjp: Callable[..., Any], where: str) -> Callable[[Any], np.ndarray]:
+    """The per-example squared-norm function of a vjp, or a ``TypeError`` naming the layer."""
+    fn = getattr(vjp, "sq_norms", None)
+    if fn is None:
+        raise TypeError(f"{where}: per-example gradient norms are not available for this layer "
+                        f"(supported: Dense, Conv2D, and serial/parallel/residual of them and parameterless layers)")
+    return fn
+
+
 def name_layers(where: str, layers: Iterable[Layer | tuple[str, Layer]]) -> list[tuple[str, Layer]]:
     """Give every layer a name: its own for ``(name, layer)`` pairs, else ``kind_index``
     counted per kind from 0 (``dense_0``, ``relu_0``, ``dense_1``). Names must be unique."""
@@ -414,7 +425,17 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
                     raise _reraise(err, where(i)) from err
             return dict(zip(names, grads)), dy if stop == 0 else None
 
+        def sq_norms(dy: Any) -> np.ndarray:
+            total: Any = 0.0
+            for i in range(len(named) - 1, first_trainable - 1, -1):
+                if _tree.leaves(params[names[i]]):
+                    total = total + _sq_norms_of(vjps[i], where(i))(dy)
+                if i > first_trainable:
+                    dy = vjps[i](dy)[1]
+            return np.asarray(total)
+
         vjp.children = list(zip(names, vjps, outs))  # type: ignore[attr-defined]
+        vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
         return Output(x, vjp, new_state)
 
     return make_layer(kind, init, apply, children=named)

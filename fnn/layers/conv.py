@@ -104,6 +104,18 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
             t, _, left, _ = pads
             return grads, dxp[:, :, t:t + h, left:left + wd]
 
+        def sq_norms(dy: np.ndarray) -> np.ndarray:
+            """Each example's squared norm of ``dparams``, read from the batched product
+            ``(N, out_channels, C * kh * kw)`` that ``dw`` is the batch sum of."""
+            dy3 = check_cotangent(kind, dy, out).reshape(n, f_out, oh * ow)
+            per = np.matmul(dy3, cols.transpose(0, 2, 1))
+            sq = np.einsum("nfk,nfk->n", per, per)
+            if bias:
+                db = dy3.sum(axis=2)
+                sq = sq + np.einsum("nf,nf->n", db, db)
+            return sq
+
+        vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
         return y, vjp
 
     return make_layer(kind, init, apply)

@@ -60,6 +60,22 @@ def Dense(out_features: int, bias: bool = True, w_init: _init.Initializer = _ini
                 grads["b"] = dy2.sum(axis=0)
             return grads, dy @ w.T if need_dx else None
 
+        def sq_norms(dy: np.ndarray) -> np.ndarray:
+            """Each example's squared norm of ``dparams`` without forming per-example gradients:
+            ``|x_n|^2 |dy_n|^2`` for ``(N, F)`` inputs, Gram matrices over the middle axes otherwise."""
+            dy = check_cotangent(kind, dy, out)
+            n = x.shape[0]
+            x3, dy3 = x.reshape(n, -1, n_in), dy.reshape(n, -1, out_features)
+            if x3.shape[1] == 1:
+                sq = np.einsum("nf,nf->n", x3[:, 0], x3[:, 0]) * np.einsum("no,no->n", dy3[:, 0], dy3[:, 0])
+            else:
+                sq = np.einsum("nst,nst->n", x3 @ x3.transpose(0, 2, 1), dy3 @ dy3.transpose(0, 2, 1))
+            if bias:
+                db = dy3.sum(axis=1)
+                sq = sq + np.einsum("no,no->n", db, db)
+            return sq
+
+        vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
         return y, vjp
 
     return make_layer(kind, init, apply)
