@@ -4,7 +4,7 @@ Every layer is a pair of pure functions ``init(key, shape) -> params`` and
 ``apply(params, x) -> (y, vjp)``; see :mod:`fnn.core` for the protocol.
 """
 
-from fnn import data, init, layers, losses, ops, optim, per_example, random, tree
+from fnn import data, init, interop, layers, losses, ops, optim, per_example, random, tree
 from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual
 from fnn.checkpoint import CheckpointError, load, load_metadata, save
 from fnn.core import Layer, Output, output_shape, serial
@@ -22,6 +22,7 @@ __all__ = [
     "fan_in_sum",
     "fan_out",
     "init",
+    "interop",
     "layers",
     "load",
     "load_metadata",

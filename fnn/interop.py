@@ -1,0 +1,159 @@
+"""Weights to and from PyTorch ``state_dict``s, matched by structure. torch is never imported:
+state dicts here are dicts of numpy arrays (``{k: v.numpy() for k, v in model.state_dict().items()}``).
+
+fnn walks its layers in order, skipping those without parameters or state, and pairs
+the i-th with the i-th module prefix of the state dict (``"0"``, ``"conv1"``,
+``"features.3"``; PyTorch lists them in registration order). Names on each side
+may differ; kinds and shapes must agree. Conversions:
+
+============  =======================================================================
+fnn           PyTorch
+============  =======================================================================
+Dense         ``weight`` (out, in) = ``w.T``; ``bias`` = ``b``
+Conv2D        ``weight`` = ``w``; ``bias`` = ``b``
+BatchNorm     ``weight`` = ``gamma``; ``bias`` = ``beta``; ``running_mean``/``running_var`` = state
+LayerNorm     ``weight`` = ``gamma``; ``bias`` = ``beta``
+RNN/LSTM/GRU  ``weight_ih_l0[_reverse]`` = ``w_ih.T``, ``weight_hh_l0`` = ``w_hh.T``, biases as they are
+============  =======================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from fnn import random as _random
+from fnn import tree as _tree
+from fnn.core import Layer, _dummy
+
+__all__ = ["from_torch_state_dict", "to_torch_state_dict"]
+
+_SIMPLE = {
+    "Dense": {"weight": ("w", True), "bias": ("b", False)},
+    "Conv2D": {"weight": ("w", False), "bias": ("b", False)},
+    "BatchNorm": {"weight": ("gamma", False), "bias": ("beta", False)},
+    "LayerNorm": {"weight": ("gamma", False), "bias": ("beta", False)},
+}
+_RECURRENT = ("RNN", "LSTM", "GRU")
+_RNN_NAMES = {"weight_ih": ("w_ih", True), "weight_hh": ("w_hh", True), "bias_ih": ("b_ih", False),
+              "bias_hh": ("b_hh", False)}
+
+
+class _Slot(NamedTuple):
+    path: tuple[str, ...]
+    family: str
+    params: Any
+    state: Any
+
+
+def _family(layer: Layer) -> str:
+    return layer.kind.split("(", 1)[0]
+
+
+def _slots(layer: Layer, params: Any, state: Any, path: tuple[str, ...]) -> list[_Slot]:
+    if layer.children:
+        out: list[_Slot] = []
+        for name, child in layer.children:
+            out += _slots(child, params[name], (state or {}).get(name), path + (name,))
+        return out
+    if not _tree.leaves(params) and not state:
+        return []
+    family = _family(layer)
+    if family not in _SIMPLE and family not in _RECURRENT:
+        raise TypeError(f"interop: layer {'/'.join(path)} ({layer.kind}) has no PyTorch mapping")
+    return [_Slot(path, family, params, state or {})]
+
+
+def _torch_names(slot: _Slot) -> dict[str, tuple[tuple[str, ...], bool]]:
+    """PyTorch suffix -> (fnn key path inside the slot, transpose?)."""
+    if slot.family in _RECURRENT:
+        return {f"{base}_{entry}": ((entry, key), t) for entry in slot.params
+                for base, (key, t) in _RNN_NAMES.items()}
+    names = {tn: ((key,), t) for tn, (key, t) in _SIMPLE[slot.family].items() if key in slot.params}
+    if slot.family == "BatchNorm":
+        names.update({"running_mean": (("state", "mean"), False), "running_var": (("state", "var"), False)})
+    return names
+
+
+def _get(slot: _Slot, where: tuple[str, ...]) -> np.ndarray:
+    node = slot.state if where[0] == "state" else slot.params
+    for k in where[1:] if where[0] == "state" else where:
+        node = node[k]
+    return node
+
+
+def _groups(state_dict: dict[str, Any]) -> list[tuple[str, dict[str, np.ndarray]]]:
+    groups: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in state_dict.items():
+        prefix, _, suffix = key.rpartition(".")
+        if suffix == "num_batches_tracked":
+            continue
+        groups.setdefault(prefix, {})[suffix] = np.asarray(value)
+    return list(groups.items())
+
+
+def _fresh(layer: Layer, shape: Any, dtype: Any) -> tuple[Any, Any]:
+    params = layer.init(_random.key(0), shape, dtype)
+    return params, layer.apply(params, _dummy(shape, np.dtype(dtype))).state
+
+
+def from_torch_state_dict(layer: Layer, state_dict: dict[str, Any], shape: Any,
+                          dtype: Any = np.float32) -> tuple[Any, Any]:
+    """``(params, state)`` for ``layer`` (examples of ``shape``) from a PyTorch state dict of
+    numpy arrays, matched by structure; a ``ValueError`` names the first mismatch."""
+    params, state = _fresh(layer, shape, dtype)
+    slots, groups = _slots(layer, params, state, ()), _groups(state_dict)
+    if len(slots) != len(groups):
+        raise ValueError(f"from_torch_state_dict: fnn has {len(slots)} layers with parameters "
+                         f"({', '.join('/'.join(s.path) for s in slots)}) but the state dict has {len(groups)} "
+                         f"module prefixes ({', '.join(repr(g) for g, _ in groups)})")
+    new_leaves: dict[int, np.ndarray] = {}
+    for slot, (prefix, tensors) in zip(slots, groups):
+        names = _torch_names(slot)
+        if set(tensors) != set(names):
+            raise ValueError(f"from_torch_state_dict: fnn layer {'/'.join(slot.path)} ({slot.family}) needs "
+                             f"{sorted(names)} but module {prefix!r} has {sorted(tensors)}")
+        for tname, (where, transpose) in names.items():
+            target = _get(slot, where)
+            value = tensors[tname].T if transpose else tensors[tname]
+            if value.shape != target.shape:
+                raise ValueError(f"from_torch_state_dict: {prefix}.{tname} has shape {tensors[tname].shape}, "
+                                 f"which does not fit fnn layer {'/'.join(slot.path)} {where} of shape "
+                                 f"{target.shape}{' (transposed)' if transpose else ''}")
+            new_leaves[id(target)] = np.array(value, dtype=target.dtype)
+
+    def swap(leaf: Any) -> Any:
+        return new_leaves.get(id(leaf), leaf)
+
+    return _tree.map(swap, params), _tree.map(swap, state)
+
+
+def to_torch_state_dict(layer: Layer, params: Any, shape: Any, state: Any = None,
+                        template: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """A PyTorch-style state dict (numpy arrays) for ``params`` (and ``state``).
+
+    Keys come from ``template`` (a state dict of the target model, matched by structure)
+    or, without one, from fnn's layer names joined with ``"."``.
+    """
+    if state is None or (isinstance(state, dict) and not state):
+        state = _fresh(layer, shape, _tree.leaves(params)[0].dtype)[1]
+    slots = _slots(layer, params, state, ())
+    prefixes = [g for g, _ in _groups(template)] if template is not None else [".".join(s.path) for s in slots]
+    if len(prefixes) != len(slots):
+        raise ValueError(f"to_torch_state_dict: fnn has {len(slots)} layers with parameters but the template "
+                         f"has {len(prefixes)} module prefixes")
+    out: dict[str, np.ndarray] = {}
+    for slot, prefix in zip(slots, prefixes):
+        for tname, (where, transpose) in _torch_names(slot).items():
+            value = _get(slot, where)
+            out[f"{prefix}.{tname}" if prefix else tname] = np.ascontiguousarray(value.T if transpose else value)
+        if slot.family == "BatchNorm":
+            out[f"{prefix}.num_batches_tracked" if prefix else "num_batches_tracked"] = np.array(0, np.int64)
+    if template is not None:
+        for key, value in out.items():
+            want = np.shape(template.get(key, value))
+            if key not in template or want != value.shape:
+                raise ValueError(f"to_torch_state_dict: {key} of shape {value.shape} does not match the template "
+                                 f"({'missing' if key not in template else want})")
+    return out
