@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -79,7 +81,7 @@ def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             raise IDXError(f"load_idx: {path}: corrupt or truncated gzip data ({err})") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise IDXError(f"load_idx: {path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
@@ -89,7 +91,7 @@ def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
         raise IDXError(f"load_idx: {path}: truncated header ({len(raw)} bytes, need {header})")
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: sizes up to 2**32 - 1 each cannot overflow
     if len(raw) - header != expected:
         raise IDXError(f"load_idx: {path}: header says shape {shape} of {dtype} ({expected} bytes) "
                        f"but the file holds {len(raw) - header} data bytes (truncated or corrupt)")

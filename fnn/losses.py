@@ -83,7 +83,8 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray,
     if label_smoothing:
         target = (1 - label_smoothing) * target + label_smoothing / c
     loss = -float(np.einsum("nc,nc->", target, logp, dtype=np.float64)) / n
-    grad = (np.exp(logp) - target) / logits.dtype.type(n)
+    # (softmax - target) / N when target rows sum to 1; the row sum keeps it exact for other rows
+    grad = (np.exp(logp) * target.sum(axis=1, keepdims=True) - target) / logits.dtype.type(n)
     return loss, grad.astype(logits.dtype, copy=False)
 
 

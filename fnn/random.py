@@ -106,7 +106,11 @@ def uniform(
 ) -> np.ndarray:
     """Uniform draws in ``[low, high)`` of the given shape and dtype."""
     dt = _float_dtype(dtype, "fnn.random.uniform")
-    return generator(k).uniform(low, high, size=shape).astype(dt, copy=False)
+    out = np.asarray(generator(k).uniform(low, high, size=shape)).astype(dt, copy=False)
+    if high > low:  # rounding (numpy's, then the cast to float32) can reach ``high``: keep it excluded
+        top = dt.type(high)
+        np.minimum(out, np.nextafter(top, dt.type(low)) if top >= high else top, out=out)
+    return out
 
 
 def normal(

@@ -143,8 +143,8 @@ def _structure_diff(a: Any, b: Any, path: KeyPath) -> str | None:
     if isinstance(a, dict):
         ka, kb = set(a), set(b)
         if ka != kb:
-            missing = sorted(map(repr, ka - kb))
-            extra = sorted(map(repr, kb - ka))
+            missing = sorted(repr(k) for k in ka - kb)  # not map(): this module's map shadows the builtin
+            extra = sorted(repr(k) for k in kb - ka)
             parts = []
             if missing:
                 parts.append(f"missing key(s) {', '.join(missing)}")
@@ -207,7 +207,7 @@ def map_with_path(fn: Callable[..., Any], t: Tree, *rest: Tree) -> Tree:
 def _binary(name: str, fn: Callable[[Any, Any], Any]) -> Callable[[Tree, Tree], Tree]:
     def op(a: Tree, b: Tree) -> Tree:
         check_same_structure(a, b, names=["a", "b"], shapes=True, where=f"fnn.tree.{name}")
-        return map(fn, a, b)
+        return map(lambda x, y: np.asarray(fn(x, y)), a, b)  # asarray: 0-d arithmetic gives numpy scalars
 
     op.__name__ = name
     return op
@@ -226,13 +226,13 @@ def zeros_like(t: Tree) -> Tree:
 
 def scale(s: float, t: Tree) -> Tree:
     """Leafwise ``s * t``, keeping each leaf's dtype."""
-    return map(lambda x: (x * s).astype(np.result_type(x), copy=False), t)
+    return map(lambda x: np.asarray(x * s, np.result_type(x)), t)
 
 
 def axpy(a: float, x: Tree, y: Tree) -> Tree:
     """Leafwise ``a * x + y``, keeping ``y``'s dtypes."""
     check_same_structure(x, y, names=["x", "y"], shapes=True, where="fnn.tree.axpy")
-    return map(lambda u, v: (a * u + v).astype(np.result_type(v), copy=False), x, y)
+    return map(lambda u, v: np.asarray(a * u + v, np.result_type(v)), x, y)
 
 
 def vdot(a: Tree, b: Tree) -> float:

@@ -115,9 +115,9 @@ def leafwise(where: str, lr: float | Schedule, buffers: tuple[str, ...], rule: R
         for i, (_, p) in enumerate(pairs):
             q, bufs = rule(p, g_leaves[i], {b: b_leaves[b][i] for b in buffers}, step + 1, float(rate),
                            weight_decay if decay[i] else 0.0)
-            new_p.append(q.astype(p.dtype, copy=False))
+            new_p.append(np.asarray(q, p.dtype))  # asarray: arithmetic on 0-d arrays gives numpy scalars
             for b in buffers:
-                new_b[b].append(bufs[b].astype(p.dtype, copy=False))
+                new_b[b].append(np.asarray(bufs[b], p.dtype))
         new_state = {"step": np.array(step + 1, np.int64), **{b: rebuild(new_b[b]) for b in buffers}}
         return rebuild(new_p), new_state
 

@@ -33,7 +33,7 @@ def sgd(lr: float | Schedule, momentum: float = 0.0, nesterov: bool = False, wei
             g = g + wd * p
         if not momentum:
             return p - lr * g, {}
-        b = g if t == 1 else momentum * bufs["momentum"] + (1 - dampening) * g
+        b = np.copy(g) if t == 1 else momentum * bufs["momentum"] + (1 - dampening) * g  # never the caller's g
         step = g + momentum * b if nesterov else b
         return p - lr * step, {"momentum": b}
 

@@ -1,0 +1,126 @@
+"""Activations: hand-computed values and gradients, numerical stability, and argument errors.
+
+The protocol (finite differences, purity, dtypes, input and cotangent errors) is checked for
+every activation in test_contract.py.
+"""
+
+import math
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from fnn import random
+from fnn.layers import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+
+
+def run(layer, x, dy=None):
+    x = np.asarray(x, np.float64)
+    y, vjp = layer.apply({}, x)
+    dparams, dx = vjp(np.ones_like(y) if dy is None else np.asarray(dy, np.float64))
+    assert dparams == {}
+    return y, dx
+
+
+def test_relu_by_hand_with_zero_gradient_at_zero():
+    y, dx = run(ReLU(), [[-2.0, 0.0, 3.0]], [[5.0, 5.0, 5.0]])
+    assert y.tolist() == [[0.0, 0.0, 3.0]] and dx.tolist() == [[0.0, 0.0, 5.0]]
+
+
+def test_leaky_relu_by_hand():
+    y, dx = run(LeakyReLU(0.25), [[-2.0, 0.0, 3.0]], [[4.0, 4.0, 4.0]])
+    assert y.tolist() == [[-0.5, 0.0, 3.0]] and dx.tolist() == [[1.0, 1.0, 4.0]]
+    assert LeakyReLU().kind == "LeakyReLU(0.01)"  # PyTorch's default slope
+    y, _ = run(LeakyReLU(), [[-100.0]])
+    assert y.tolist() == [[-1.0]]
+
+
+def test_sigmoid_by_hand():
+    y, dx = run(Sigmoid(), [[0.0, math.log(3.0)]])
+    np.testing.assert_allclose(y, [[0.5, 0.75]], rtol=1e-15)
+    np.testing.assert_allclose(dx, [[0.25, 0.75 * 0.25]], rtol=1e-15)
+
+
+def test_tanh_by_hand():
+    y, dx = run(Tanh(), [[0.0, math.atanh(0.5)]], [[2.0, 2.0]])
+    np.testing.assert_allclose(y, [[0.0, 0.5]], atol=1e-15)
+    np.testing.assert_allclose(dx, [[2.0, 2.0 * 0.75]], rtol=1e-15)
+
+
+def test_softmax_and_log_softmax_by_hand():
+    x = [[0.0, math.log(3.0)], [5.0, 5.0]]
+    y, dx = run(Softmax(), x, [[1.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(y, [[0.25, 0.75], [0.5, 0.5]], rtol=1e-15)
+    # y * (dy - <dy, y>)
+    np.testing.assert_allclose(dx, [[0.25 * 0.75, -0.75 * 0.25], [0.25, -0.25]], rtol=1e-15)
+    y, dx = run(LogSoftmax(), x, [[1.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(y, np.log([[0.25, 0.75], [0.5, 0.5]]), rtol=1e-15)
+    # dy - softmax * sum(dy)
+    np.testing.assert_allclose(dx, [[0.75, -0.75], [0.5, -0.5]], rtol=1e-15)
+
+
+@pytest.mark.parametrize("axis", [1, 2, -1, -2])
+@pytest.mark.parametrize("constructor, formula", [
+    (Softmax, lambda v: np.exp(v) / np.exp(v).sum()),
+    (LogSoftmax, lambda v: v - np.log(np.exp(v).sum())),
+])
+def test_softmax_family_along_any_feature_axis_matches_a_loop(constructor, formula, axis):
+    x = np.arange(24.0).reshape(2, 3, 4) / 7 - 1
+    y, _ = run(constructor(axis=axis), x)
+    moved_x, moved_y = np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)
+    for idx in np.ndindex(moved_x.shape[:-1]):
+        np.testing.assert_allclose(moved_y[idx], formula(moved_x[idx]), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("layer, expected", [
+    (Sigmoid(), [[1.0, 0.0, 0.5]]),
+    (Tanh(), [[1.0, -1.0, 0.0]]),
+    (Softmax(), [[1.0, 0.0, 0.0]]),
+    (LogSoftmax(), [[0.0, -2e30, -1e30]]),
+    (ReLU(), [[1e30, 0.0, 0.0]]),
+])
+def test_extreme_float32_inputs_stay_finite_without_warnings(layer, expected):
+    x = np.array([[1e30, -1e30, 0.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, vjp = layer.apply({}, x)
+        _, dx = vjp(np.ones_like(y))
+    assert y.dtype == np.float32 and np.isfinite(y).all() and np.isfinite(dx).all()
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("constructor", [Softmax, LogSoftmax])
+def test_softmax_family_kinds(constructor):
+    name = constructor.__name__
+    assert constructor().kind == f"{name}()" and constructor(axis=1).kind == f"{name}(axis=1)"
+
+
+@pytest.mark.parametrize("constructor", [Softmax, LogSoftmax])
+@pytest.mark.parametrize("axis", ["a", 1.0, True, None])
+def test_softmax_family_non_int_axis_raises(constructor, axis):
+    with pytest.raises(TypeError, match=f"{constructor.__name__}: axis must be an int, got {axis!r}"):
+        constructor(axis=axis)
+
+
+@pytest.mark.parametrize("constructor", [Softmax, LogSoftmax])
+@pytest.mark.parametrize("axis, shape", [(0, (2, 3)), (-2, (2, 3)), (2, (2, 3)), (-3, (2, 3)), (-1, (4,))])
+def test_softmax_family_axis_that_is_not_a_feature_axis_raises(constructor, axis, shape):
+    """The batch axis, an axis out of range, and an input without feature axes (wrong rank) all raise."""
+    with pytest.raises(ValueError, match=f"axis {axis} is not a feature axis of input with shape"):
+        constructor(axis=axis).apply({}, np.ones(shape, np.float32))
+
+
+@pytest.mark.parametrize("slope", [math.nan, math.inf, -math.inf, "0.1", None, [0.1]])
+def test_leaky_relu_bad_slope_raises(slope):
+    with pytest.raises(ValueError, match="LeakyReLU: slope must be a finite number"):
+        LeakyReLU(slope)
+
+
+@pytest.mark.parametrize("layer", [ReLU(), LeakyReLU(), Sigmoid(), Tanh(), Softmax(), LogSoftmax()])
+def test_parameterless_layers_reject_params(layer):
+    x = np.ones((2, 3), np.float32)
+    assert layer.init(random.key(0), (3,)) == {}
+    for params in ({"w": np.ones(3, np.float32)}, None, [], {"b": {}}):
+        with pytest.raises(ValueError, match=f"^{re.escape(layer.kind)}: has no parameters"):
+            layer.apply(params, x)
