@@ -393,8 +393,7 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
         for i, (k, (name, layer)) in enumerate(zip(_random.split(key, len(named)), named)):
             try:
                 params[name] = layer.init(k, shape, dtype)
-                if i + 1 < len(named):
-                    shape = output_shape(layer, params[name], shape, dtype)
+                shape = output_shape(layer, params[name], shape, dtype)
             except (ValueError, TypeError) as err:
                 raise _reraise(err, f"{where(i)} with input shape {shape}") from err
         return params

@@ -23,19 +23,23 @@ __all__ = ["batches", "one_hot", "load_idx", "load_mnist", "IDXError"]
 
 def batches(key: _random.Key | None, arrays: Sequence[np.ndarray], batch_size: int, shuffle: bool = True,
             drop_last: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
-    """Yield tuples of aligned mini-batches from ``arrays`` (all with the same first axis length).
+    """Iterate over tuples of aligned mini-batches of ``arrays`` (a tuple of arrays sharing
+    their first axis length; pass ``(x,)`` for a single array).
 
     The order is a permutation drawn from ``key`` when ``shuffle`` (a key is then
     required), so the same key gives the same batches. ``drop_last`` drops a final
-    short batch.
+    short batch. Arguments are checked when ``batches`` is called, not at the first batch.
     """
+    if isinstance(arrays, np.ndarray) or not isinstance(arrays, (tuple, list)):
+        raise TypeError(f"batches: arrays must be a tuple of arrays such as (x, y) or (x,), "
+                        f"got {type(arrays).__name__}")
     arrays = tuple(np.asarray(a) for a in arrays)
     if not arrays:
         raise ValueError("batches: needs at least one array")
-    n = len(arrays[0]) if arrays[0].ndim else -1
     lengths = [len(a) if a.ndim else None for a in arrays]
-    if any(length != n for length in lengths):
+    if lengths[0] is None or any(length != lengths[0] for length in lengths):
         raise ValueError(f"batches: arrays must share their first axis length, got lengths {lengths}")
+    n = int(lengths[0])
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
     if shuffle:
@@ -45,9 +49,7 @@ def batches(key: _random.Key | None, arrays: Sequence[np.ndarray], batch_size: i
     else:
         order = np.arange(n)
     stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        idx = order[start:start + batch_size]
-        yield tuple(a[idx] for a in arrays)
+    return (tuple(a[order[start:start + batch_size]] for a in arrays) for start in range(0, stop, batch_size))
 
 
 def one_hot(labels: np.ndarray, n: int, dtype: Any = np.float32) -> np.ndarray:

@@ -72,7 +72,11 @@ def _seq(k: Key, *tag: int) -> np.random.SeedSequence:
 
 
 def split(k: Key, n: int = 2) -> tuple[Key, ...]:
-    """Derive ``n`` independent keys from ``k`` (``k`` itself should not be reused)."""
+    """Derive ``n`` independent keys from ``k`` (``k`` itself should not be reused).
+
+    The first keys do not depend on ``n``: ``split(k, 3)[:2] == split(k, 2)``, so a
+    layer appended to a ``serial`` leaves the keys of the layers before it unchanged.
+    """
     check_key(k, "fnn.random.split")
     if not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"fnn.random.split: n must be a non-negative int, got {n!r}")

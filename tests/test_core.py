@@ -209,10 +209,11 @@ def test_serial_init_shape_error_names_position_name_kind_and_shape():
 
 def test_nested_serial_errors_name_every_level():
     net = serial(Dense(4), ("block", serial(ReLU(), Dense(3), Softmax(axis=3))), Dense(2))
-    # The inner serial's last layer is first applied when the outer serial probes the block's output shape.
+    # init applies every layer once, the last one included, so the error comes from init.
     with pytest.raises(ValueError, match=(
             "^serial layer 1 'block' \\(serial\\) with input shape \\(4,\\): "
-            "serial layer 2 'softmax_0' \\(Softmax\\(axis=3\\)\\): Softmax\\(axis=3\\): axis 3 is not")):
+            "serial layer 2 'softmax_0' \\(Softmax\\(axis=3\\)\\) with input shape \\(3,\\): "
+            "Softmax\\(axis=3\\): axis 3 is not")):
         net.init(KEY, (5,))
 
 

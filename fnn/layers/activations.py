@@ -23,7 +23,9 @@ def ReLU() -> Layer:
 
 def LeakyReLU(slope: float = 0.01) -> Layer:
     """``y = x`` for ``x > 0`` else ``slope * x``, any shape. Default slope 0.01 (PyTorch's)."""
-    if not isinstance(slope, (int, float, np.floating)) or not np.isfinite(slope):
+    if isinstance(slope, bool) or not isinstance(slope, (int, float, np.integer, np.floating)):
+        raise TypeError(f"LeakyReLU: slope must be a number, got {slope!r}")
+    if not np.isfinite(slope):
         raise ValueError(f"LeakyReLU: slope must be a finite number, got {slope!r}")
     slope = float(slope)
 

@@ -345,12 +345,18 @@ def GRU(hidden_size: int, num_layers: int = 1, bidirectional: bool = False) -> L
     return _recurrent("GRU", "gru", hidden_size, num_layers, bidirectional)
 
 
+def _check_sequence(kind: str, x: Any) -> None:
+    if isinstance(x, tuple):  # e.g. an (x, h0) input meant for a recurrent layer
+        raise TypeError(f"{kind}: input must be one (N, T, F) array, got a tuple of {len(x)}")
+    if x.ndim != 3 or x.shape[1] == 0:
+        raise ValueError(f"{kind}: input must be (N, T, F) with T > 0, got shape {x.shape}")
+
+
 def LastStep() -> Layer:
     """The last time step of a sequence: ``(N, T, F) -> (N, F)``."""
 
     def forward(x: Arr) -> Any:
-        if x.ndim != 3 or x.shape[1] == 0:
-            raise ValueError(f"LastStep(): input must be (N, T, F) with T > 0, got shape {x.shape}")
+        _check_sequence("LastStep()", x)
 
         def backward(dy: Arr) -> Arr:
             dx = np.zeros(x.shape, dy.dtype)
@@ -366,8 +372,7 @@ def MeanOverTime() -> Layer:
     """The mean over time steps: ``(N, T, F) -> (N, F)``."""
 
     def forward(x: Arr) -> Any:
-        if x.ndim != 3 or x.shape[1] == 0:
-            raise ValueError(f"MeanOverTime(): input must be (N, T, F) with T > 0, got shape {x.shape}")
+        _check_sequence("MeanOverTime()", x)
         steps = x.shape[1]
         return x.mean(axis=1), lambda dy: np.repeat((dy / steps)[:, None], steps, axis=1)
 

@@ -111,9 +111,15 @@ def test_softmax_family_axis_that_is_not_a_feature_axis_raises(constructor, axis
         constructor(axis=axis).apply({}, np.ones(shape, np.float32))
 
 
-@pytest.mark.parametrize("slope", [math.nan, math.inf, -math.inf, "0.1", None, [0.1]])
-def test_leaky_relu_bad_slope_raises(slope):
+@pytest.mark.parametrize("slope", [math.nan, math.inf, -math.inf])
+def test_leaky_relu_non_finite_slope_raises(slope):
     with pytest.raises(ValueError, match="LeakyReLU: slope must be a finite number"):
+        LeakyReLU(slope)
+
+
+@pytest.mark.parametrize("slope", ["0.1", None, [0.1], True])
+def test_leaky_relu_slope_of_wrong_type_raises(slope):
+    with pytest.raises(TypeError, match="LeakyReLU: slope must be a number"):
         LeakyReLU(slope)
 
 
