@@ -103,7 +103,7 @@ def parallel(*layers: Layer | tuple[str, Layer]) -> Layer:
         vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
         return Output(y, vjp, new_state)
 
-    return make_layer(kind, init, apply, children=named)
+    return make_layer(kind, init, apply, children=named, tuple_input=True)
 
 
 def fan_out(n: int) -> Layer:
@@ -140,7 +140,7 @@ def fan_in_sum() -> Layer:
             y += v
         return y, lambda dy: tuple(dy.copy() for _ in x)
 
-    return parameterless(kind, forward)
+    return parameterless(kind, forward, tuple_input=True)
 
 
 def fan_in_concat(axis: int = -1) -> Layer:
@@ -166,7 +166,7 @@ def fan_in_concat(axis: int = -1) -> Layer:
         y = np.concatenate(x, axis=ax)
         return y, lambda dy: tuple(p.copy() for p in np.split(dy, bounds, axis=ax))
 
-    return parameterless(kind, forward)
+    return parameterless(kind, forward, tuple_input=True)
 
 
 def residual(layer: Layer) -> Layer:

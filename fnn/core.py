@@ -173,12 +173,14 @@ def make_layer(
     init: Callable[[_random.Key, Any, np.dtype], Any],
     apply: Callable[[Any, Any, Options], Any],
     children: Iterable[tuple[str, Layer]] = (),
+    tuple_input: bool = False,
 ) -> Layer:
     """Build a :class:`Layer` from inner functions, adding the checks every layer shares.
 
     ``init(key, shape, dtype)`` receives a validated key, shape and dtype.
     ``apply(params, x, opts)`` receives a validated float input and an
-    :class:`Options`, and returns ``(y, vjp)`` or an :class:`Output`.
+    :class:`Options`, and returns ``(y, vjp)`` or an :class:`Output`. A tuple
+    input is refused with a ``TypeError`` unless ``tuple_input`` is set.
     """
 
     def layer_init(key: _random.Key, shape: Any, dtype: Any = np.float32) -> Any:
@@ -187,6 +189,8 @@ def make_layer(
 
     def layer_apply(params: Any, x: Any, *, train: bool = False, key: _random.Key | None = None,
                     state: Any = None) -> Output:
+        if isinstance(x, tuple) and not tuple_input:
+            raise TypeError(f"{kind}: input must be one array, got a tuple of {len(x)}")
         x = _check_input(x, kind)
         if key is not None:
             _random.check_key(key, f"{kind}: option key")
@@ -259,10 +263,12 @@ def _no_params(kind: str, params: Any) -> None:
         raise ValueError(f"{kind}: has no parameters and expects params {{}}, got {params!r:.80}")
 
 
-def parameterless(kind: str, forward: Callable[[Any], tuple[Any, Callable[[Any], Any]]]) -> Layer:
+def parameterless(kind: str, forward: Callable[[Any], tuple[Any, Callable[[Any], Any]]],
+                  tuple_input: bool = False) -> Layer:
     """A layer without params from ``forward(x) -> (y, backward)`` where ``backward(dy) -> dx``.
 
-    ``x`` and ``y`` may be arrays or tuples of arrays; ``dy`` is checked against ``y``.
+    ``y`` may be an array or a tuple of arrays (``dy`` is checked against it); so
+    may ``x`` when ``tuple_input`` is set.
     """
 
     def init(key: Any, shape: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:
@@ -279,7 +285,7 @@ def parameterless(kind: str, forward: Callable[[Any], tuple[Any, Callable[[Any],
 
         return y, vjp
 
-    return make_layer(kind, init, apply)
+    return make_layer(kind, init, apply, tuple_input=tuple_input)
 
 
 def _snake(kind: str) -> str:
@@ -437,4 +443,4 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
         vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
         return Output(x, vjp, new_state)
 
-    return make_layer(kind, init, apply, children=named)
+    return make_layer(kind, init, apply, children=named, tuple_input=True)

@@ -306,7 +306,7 @@ def _recurrent(name: str, cell: str, hidden_size: int, num_layers: int, bidirect
 
         return y, vjp
 
-    return make_layer(kind, init, apply)
+    return make_layer(kind, init, apply, tuple_input=True)
 
 
 def RNN(hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh", bidirectional: bool = False) -> Layer:
@@ -346,8 +346,6 @@ def GRU(hidden_size: int, num_layers: int = 1, bidirectional: bool = False) -> L
 
 
 def _check_sequence(kind: str, x: Any) -> None:
-    if isinstance(x, tuple):  # e.g. an (x, h0) input meant for a recurrent layer
-        raise TypeError(f"{kind}: input must be one (N, T, F) array, got a tuple of {len(x)}")
     if x.ndim != 3 or x.shape[1] == 0:
         raise ValueError(f"{kind}: input must be (N, T, F) with T > 0, got shape {x.shape}")
 

@@ -444,7 +444,7 @@ def test_reductions_reject_inputs_that_are_not_sequences(layer):
 def test_reductions_given_a_tuple_raise_type_error_not_attribute_error(layer):
     # Regression: an (x, h0) tuple reached x.ndim and surfaced as AttributeError.
     x = np.zeros((2, 3, 4))
-    msg = f"{layer.kind}: input must be one (N, T, F) array, got a tuple of 2"
+    msg = f"{layer.kind}: input must be one array, got a tuple of 2"
     with pytest.raises(TypeError, match=re.escape(msg)):
         layer.apply({}, (x, np.zeros((2, 1, 4))))
 
