@@ -79,9 +79,14 @@ def save(path: str | os.PathLike[str], tree: Any, metadata: Any = None) -> None:
                             allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"save: metadata must be JSON-serializable (no NaN/Inf): {err}") from err
+    if json.loads(header)["metadata"] != metadata:
+        raise CheckpointError("save: metadata would not load back equal (JSON turns tuples into lists and "
+                              "dict keys into strings); use lists and str keys")
     directory = os.path.dirname(os.fspath(path)) or "."
+    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
     fd, tmp = tempfile.mkstemp(prefix=".fnn-ckpt-", dir=directory)
     try:
+        os.chmod(tmp, mode)
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as f:
             for chunk in (_MAGIC, struct.pack("<Q", len(header)), header):
@@ -116,7 +121,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], memoryview]:
         header = json.loads(raw[16:16 + hlen].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise CheckpointError(f"load: {name}: unreadable header ({err})") from err
-    if not isinstance(header, dict) or header.get("version") != 1 or not isinstance(header.get("leaves"), list):
+    if not isinstance(header, dict) or type(header.get("version")) is not int or header["version"] != 1 or not isinstance(header.get("leaves"), list):
         raise CheckpointError(f"load: {name}: unknown header layout")
     return header, memoryview(raw)[16 + hlen:len(raw) - _DIGEST]
 
@@ -133,7 +138,11 @@ def _leaf(name: str, entry: Any, data: memoryview) -> np.ndarray:
         raise CheckpointError(f"load: {name}: malformed leaf entry {entry!r:.200}")
     if math.prod(shape) * dtype.itemsize != nbytes or offset + nbytes > len(data):
         raise CheckpointError(f"load: {name}: leaf entry {entry!r:.200} does not fit the data block")
-    return np.frombuffer(data[offset:offset + nbytes], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    try:
+        arr = np.frombuffer(data[offset:offset + nbytes], dtype=dtype).reshape(shape)
+    except ValueError as err:  # more than numpy's 64 axes, or a zero-size shape with an axis too large
+        raise CheckpointError(f"load: {name}: malformed leaf entry {entry!r:.200} ({err})") from err
+    return arr.astype(dtype.newbyteorder("="))
 
 
 def _decode(name: str, node: Any, leaves: list[np.ndarray], used: set[int]) -> Any:
@@ -184,5 +193,8 @@ def load(path: str | os.PathLike[str], like: Any = None) -> Any:
 
 
 def load_metadata(path: str | os.PathLike[str]) -> Any:
-    """The JSON metadata saved with the checkpoint at ``path`` (``None`` if none was given)."""
+    """The JSON metadata saved with the checkpoint at ``path`` (``None`` if none was given).
+
+    Checks the magic, the checksum and the header, not the leaves (:func:`load` does).
+    """
     return _read(path)[0].get("metadata")

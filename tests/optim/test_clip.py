@@ -1,0 +1,89 @@
+"""Gradient clipping: clip_by_global_norm (torch.nn.utils.clip_grad_norm_'s rule) and clip_by_value."""
+
+import numpy as np
+import pytest
+
+from fnn import optim, random, tree
+
+
+def grads_tree(scale=1.0, dtype=np.float64):
+    k1, k2, k3 = random.split(random.key(0), 3)
+    return {"a": {"w": scale * random.normal(k1, (3, 4), dtype), "b": scale * random.normal(k2, (4,), dtype)},
+            "c": [scale * random.normal(k3, (2,), dtype)]}
+
+
+def test_global_norm_above_max_scales_to_max_norm():
+    grads = grads_tree(10.0)
+    norm = tree.global_norm(grads)
+    assert norm > 5
+    clipped = optim.clip_by_global_norm(grads, 5.0, eps=0.0)
+    assert tree.global_norm(clipped) == pytest.approx(5.0, rel=1e-14)
+    for g, c in zip(tree.leaves(grads), tree.leaves(clipped)):
+        np.testing.assert_allclose(c, g * (5.0 / norm), rtol=1e-15)  # one common factor: direction kept
+
+
+def test_global_norm_default_eps_follows_torch_rule_exactly():
+    grads = grads_tree(10.0)
+    norm = tree.global_norm(grads)
+    clipped = optim.clip_by_global_norm(grads, 1.0)
+    for g, c in zip(tree.leaves(grads), tree.leaves(clipped)):
+        np.testing.assert_array_equal(c, g * (1.0 / (norm + 1e-6)))
+    assert tree.global_norm(clipped) == pytest.approx(1.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("max_norm", [None, "equal"])
+def test_global_norm_at_or_below_max_leaves_grads_unchanged(max_norm):
+    grads = grads_tree(0.1)
+    copies = tree.map(np.copy, grads)
+    norm = tree.global_norm(grads)
+    clipped = optim.clip_by_global_norm(grads, norm if max_norm == "equal" else 100.0)
+    for g, c, orig in zip(tree.leaves(grads), tree.leaves(clipped), tree.leaves(copies)):
+        assert c.tobytes() == orig.tobytes() and g.tobytes() == orig.tobytes()
+
+
+def test_global_norm_does_not_modify_its_input_and_keeps_dtypes():
+    grads = grads_tree(10.0, np.float32)
+    copies = tree.map(np.copy, grads)
+    for g in tree.leaves(grads):
+        g.setflags(write=False)
+    clipped = optim.clip_by_global_norm(grads, 1.0)
+    assert all(c.dtype == np.float32 for c in tree.leaves(clipped))
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(tree.leaves(grads), tree.leaves(copies)))
+    tree.check_same_structure(grads, clipped, shapes=True)
+
+
+def test_global_norm_of_zeros_and_non_finite_grads():
+    zeros = {"w": np.zeros(3)}
+    assert optim.clip_by_global_norm(zeros, 1.0)["w"].tolist() == [0.0, 0.0, 0.0]
+    bad = {"w": np.array([1.0, np.inf]), "b": np.array([1.0])}
+    clipped = optim.clip_by_global_norm(bad, 1.0)
+    assert all(np.isnan(c).all() for c in tree.leaves(clipped))  # like torch: a non-finite norm poisons all
+
+
+def test_global_norm_matches_torch():
+    torch = pytest.importorskip("torch")
+    grads = grads_tree(3.0)
+    clipped = optim.clip_by_global_norm(grads, 2.0)
+    tensors = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in tree.leaves(grads)]
+    for t, g in zip(tensors, tree.leaves(grads)):
+        t.grad = torch.from_numpy(g.copy())
+    torch.nn.utils.clip_grad_norm_(tensors, 2.0, foreach=False)
+    for t, c in zip(tensors, tree.leaves(clipped)):
+        np.testing.assert_allclose(c, t.grad.numpy(), rtol=1e-15, atol=0)
+
+
+def test_clip_by_value_by_hand():
+    grads = {"w": np.array([[-3.0, -0.5], [0.0, 2.5]]), "b": [np.array([1.0, -1.0, 0.9], np.float32)]}
+    clipped = optim.clip_by_value(grads, 1.0)
+    assert clipped["w"].tolist() == [[-1.0, -0.5], [0.0, 1.0]]
+    assert clipped["b"][0].tolist() == [1.0, -1.0, np.float32(0.9).item()]
+    assert clipped["b"][0].dtype == np.float32
+    assert grads["w"].tolist() == [[-3.0, -0.5], [0.0, 2.5]]  # input unchanged
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_bad_clip_arguments_raise(bad):
+    with pytest.raises(ValueError, match="max_norm"):
+        optim.clip_by_global_norm(grads_tree(), bad)
+    with pytest.raises(ValueError, match="max_value"):
+        optim.clip_by_value(grads_tree(), bad)
