@@ -1,20 +1,26 @@
 """Image-to-column helpers shared by Conv2D and the pooling layers.
 
-``img2col`` turns every kernel window of an image batch into a column, so a
-convolution becomes one matrix product; ``col2img`` is its adjoint: it adds
-every column back onto the pixels its window covers. Both work on an input that
-is already padded (see :func:`pad2d`).
+``img2col`` turns every kernel window of an image batch into a column, so that a
+convolution becomes one matrix product; ``col2img`` is its adjoint: it adds every
+column back onto the pixels its window covers. ``windows`` is the strided view
+both are built on, which the pools use directly.
 
-Shapes, for ``x: (N, C, H, W)``, kernel ``(kh, kw)``, stride ``(sh, sw)`` and
-dilation ``(dh, dw)``::
+Columns are laid out *batch last*: for ``x: (N, C, H, W)``, kernel ``(kh, kw)``,
+stride ``(sh, sw)``, dilation ``(dh, dw)`` and padding ``(top, bottom, left, right)``::
 
-    OH = (H - dh * (kh - 1) - 1) // sh + 1        (likewise OW)
-    windows(x, ...)  -> (N, C, kh, kw, OH, OW)     a strided view, no copy
-    img2col(x, ...)  -> (N, C * kh * kw, OH * OW)  one copy of that view
+    OH = (H + top + bottom - dh * (kh - 1) - 1) // sh + 1        (likewise OW)
+    windows(x, ...)  -> (N, C, kh, kw, OH, OW)     a read-only strided view, no copy
+    img2col(x, ...)  -> (C * kh * kw, OH * OW * N) row c*kh*kw + i*kw + j, column (oh*OW + ow)*N + n
     col2img(cols, (N, C, H, W), ...) -> (N, C, H, W)
 
+With the batch innermost, ``w.reshape(F, -1) @ cols`` is one matrix product for the
+whole batch, its result ``(F, OH * OW * N)`` is the output in batch-last memory
+order, and both the copy into columns and the adding back run along long
+contiguous rows of ``N`` values. ``col2img`` loops over the ``kh * kw`` kernel
+offsets only.
+
 >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
->>> img2col(x, (2, 2), stride=2)[0]
+>>> img2col(x, (2, 2), stride=2)
 array([[ 0.,  2.,  8., 10.],
        [ 1.,  3.,  9., 11.],
        [ 4.,  6., 12., 14.],
@@ -28,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["Pair", "Padding", "out_size", "pad2d", "windows", "img2col", "col2img"]
+__all__ = ["Pair", "Padding", "out_size", "pad2d", "windows", "img2col", "col2img", "matmul_wide", "matmul_nt"]
 
 Pair = tuple[int, int]
 Padding = tuple[int, int, int, int]
@@ -41,7 +47,8 @@ def out_size(size: int, kernel: int, stride: int, dilation: int) -> int:
 
 
 def pad2d(x: np.ndarray, padding: Padding, value: float = 0.0) -> np.ndarray:
-    """``x: (N, C, H, W)`` padded on the last two axes by ``(top, bottom, left, right)`` with ``value``."""
+    """``x: (N, C, H, W)`` padded on the last two axes by ``(top, bottom, left, right)`` with ``value``
+    (``x`` itself when there is no padding)."""
     t, b, left, r = padding
     if not (t or b or left or r):
         return x
@@ -62,37 +69,86 @@ def windows(x: np.ndarray, kernel: Pair, stride: Pair = (1, 1), dilation: Pair =
                       writeable=False)
 
 
-def img2col(x: np.ndarray, kernel: Any, stride: Any = 1, dilation: Any = 1) -> np.ndarray:
-    """Columns ``(N, C * kh * kw, OH * OW)`` of ``x: (N, C, H, W)`` (one copy of :func:`windows`).
+def _batch_last_padded(x: np.ndarray, padding: Padding) -> np.ndarray:
+    """``x: (N, C, H, W)`` copied, zero-padded, into batch-last memory order, returned as a
+    ``(N, C, H', W')`` view of a C-contiguous ``(C, H', W', N)`` buffer."""
+    n, c, h, w = x.shape
+    t, b, left, r = padding
+    buf = np.zeros((c, h + t + b, w + left + r, n), x.dtype) if any(padding) else np.empty((c, h, w, n), x.dtype)
+    buf[:, t:t + h, left:left + w] = x.transpose(1, 2, 3, 0)
+    return buf.transpose(3, 0, 1, 2)
+
+
+def img2col(x: np.ndarray, kernel: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> np.ndarray:
+    """Columns ``(C * kh * kw, OH * OW * N)`` of ``x: (N, C, H, W)`` (see the module docstring).
 
     Row ``c * kh * kw + i * kw + j`` holds kernel offset ``(i, j)`` of channel ``c``,
     matching a PyTorch-layout weight ``(F, C, kh, kw)`` reshaped to ``(F, C * kh * kw)``.
+    ``padding`` is an int, a pair or ``(top, bottom, left, right)``; the result is one
+    padded, batch-last copy of ``x`` and one copy of its windows.
     """
-    k, s, d = _pair(kernel), _pair(stride), _pair(dilation)
-    v = windows(x, k, s, d)
+    k, s, d, pads = _pair(kernel), _pair(stride), _pair(dilation), _padding(padding)
+    v = windows(_batch_last_padded(x, pads), k, s, d)  # strides put N innermost
     n, c, kh, kw, oh, ow = v.shape
-    return v.reshape(n, c * kh * kw, oh * ow)
+    return np.ascontiguousarray(v.transpose(1, 2, 3, 4, 5, 0)).reshape(c * kh * kw, oh * ow * n)
 
 
-def col2img(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: Any, stride: Any = 1,
+def col2img(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: Any, stride: Any = 1, padding: Any = 0,
             dilation: Any = 1) -> np.ndarray:
-    """Adjoint of :func:`img2col`: sum ``cols`` back into an image of ``shape = (N, C, H, W)``.
+    """Adjoint of :func:`img2col`: add ``cols`` back into an image of ``shape = (N, C, H, W)``.
 
-    ``cols`` may be ``(N, C * kh * kw, OH * OW)`` or ``(N, C, kh, kw, OH, OW)``
-    (a broadcast view is fine). Loops only over the ``kh * kw`` kernel offsets.
+    ``cols`` is ``(C * kh * kw, OH * OW * N)`` or ``(C, kh, kw, OH, OW, N)`` (a broadcast
+    view is fine). Loops only over the ``kh * kw`` kernel offsets. The result is a
+    ``(N, C, H, W)`` view of a fresh batch-last buffer.
     """
     (kh, kw), (sh, sw), (dh, dw) = _pair(kernel), _pair(stride), _pair(dilation)
+    t, b, left, r = _padding(padding)
     n, c, h, w = shape
-    oh, ow = out_size(h, kh, sh, dh), out_size(w, kw, sw, dw)
-    cols = cols.reshape(n, c, kh, kw, oh, ow)
-    out = np.zeros(shape, dtype=cols.dtype)
+    hp, wp = h + t + b, w + left + r
+    oh, ow = out_size(hp, kh, sh, dh), out_size(wp, kw, sw, dw)
+    cols = cols.reshape(c, kh, kw, oh, ow, n)
+    out = np.zeros((c, hp, wp, n), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            out[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, :, i, j]
+            out[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, i, j]
+    return out[:, t:t + h, left:left + w].transpose(3, 0, 1, 2)
+
+
+# Products with a short side and a very long shared or output axis (a convolution with
+# few channels over a large batch) run faster in blocks of columns that stay in cache.
+_BLOCK = 4096
+
+
+def matmul_wide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for ``a: (F, K)`` and a wide ``b: (K, M)``, in column blocks when ``M`` is large."""
+    m = b.shape[1]
+    if m <= 2 * _BLOCK or a.shape[0] * a.shape[1] > 4096:
+        return a @ b
+    out = np.empty((a.shape[0], m), np.result_type(a, b))
+    for i in range(0, m, _BLOCK):
+        np.matmul(a, b[:, i:i + _BLOCK], out=out[:, i:i + _BLOCK])
     return out
+
+
+def matmul_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b.T`` for wide ``a: (F, M)`` and ``b: (K, M)`` (a sum over the long axis ``M``), in blocks."""
+    m = a.shape[1]
+    if m <= 2 * _BLOCK or a.shape[0] * b.shape[0] > 4096:
+        return (b @ a.T).T
+    out = np.zeros((b.shape[0], a.shape[0]), np.result_type(a, b))
+    for i in range(0, m, _BLOCK):
+        out += b[:, i:i + _BLOCK] @ a[:, i:i + _BLOCK].T
+    return out.T
 
 
 def _pair(v: Any) -> Pair:
     if isinstance(v, (tuple, list)):
         return int(v[0]), int(v[1])
     return int(v), int(v)
+
+
+def _padding(p: Any) -> Padding:
+    if isinstance(p, (tuple, list)) and len(p) == 4:
+        return int(p[0]), int(p[1]), int(p[2]), int(p[3])
+    ph, pw = _pair(p)
+    return ph, ph, pw, pw

@@ -31,16 +31,30 @@ def _out_hw(shape, k, s, d):
     return out_size(shape[2], k[0], s[0], d[0]), out_size(shape[3], k[1], s[1], d[1])
 
 
+def batch_last(cols):
+    """The loop reference's ``(N, C*kh*kw, OH*OW)`` columns in fnn's ``(C*kh*kw, OH*OW*N)`` layout."""
+    return cols.transpose(1, 2, 0).reshape(cols.shape[1], -1)
+
+
 @given(image_cases(), ints(0, 2**16))
 def test_img2col_matches_loop_reference(case, seed):
     shape, k, s, d = case
     x = _rng(seed).standard_normal(shape)
-    np.testing.assert_array_equal(img2col(x, k, s, d), reference.img2col(x, k, s, d))
+    np.testing.assert_array_equal(img2col(x, k, s, 0, d), batch_last(reference.img2col(x, k, s, d)))
 
 
-def test_img2col_accepts_ints_for_kernel_stride_dilation():
+@given(image_cases(), st.tuples(ints(0, 2), ints(0, 2), ints(0, 2), ints(0, 2)), ints(0, 2**16))
+def test_img2col_pads_with_zeros(case, pads, seed):
+    shape, k, s, d = case
+    x = _rng(seed).standard_normal(shape)
+    want = batch_last(reference.img2col(pad2d(x, pads), k, s, d))
+    np.testing.assert_array_equal(img2col(x, k, s, pads, d), want)
+
+
+def test_img2col_accepts_ints_for_kernel_stride_padding_dilation():
     x = np.arange(2 * 3 * 7 * 7, dtype=np.float64).reshape(2, 3, 7, 7)
-    np.testing.assert_array_equal(img2col(x, 3, 2, 2), reference.img2col(x, (3, 3), (2, 2), (2, 2)))
+    want = batch_last(reference.img2col(pad2d(x, (1, 1, 1, 1)), (3, 3), (2, 2), (2, 2)))
+    np.testing.assert_array_equal(img2col(x, 3, 2, 1, 2), want)
 
 
 @given(image_cases(), ints(0, 2**16))
@@ -50,9 +64,9 @@ def test_col2img_is_the_adjoint_of_img2col(case, seed):
     rng = _rng(seed)
     x = rng.standard_normal(shape)
     oh, ow = _out_hw(shape, k, s, d)
-    c = rng.standard_normal((shape[0], shape[1] * k[0] * k[1], oh * ow))
-    lhs = np.vdot(img2col(x, k, s, d), c)
-    rhs = np.vdot(x, col2img(c, shape, k, s, d))
+    c = rng.standard_normal((shape[1] * k[0] * k[1], oh * ow * shape[0]))
+    lhs = np.vdot(img2col(x, k, s, 0, d), c)
+    rhs = np.vdot(x, col2img(c, shape, k, s, 0, d))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-12, atol=1e-12)
 
 
@@ -60,18 +74,18 @@ def test_col2img_is_the_adjoint_of_img2col(case, seed):
 def test_col2img_takes_six_axis_and_broadcast_columns(case, seed):
     shape, k, s, d = case
     oh, ow = _out_hw(shape, k, s, d)
-    c6 = _rng(seed).standard_normal((shape[0], shape[1], *k, oh, ow))
-    want = col2img(c6.reshape(shape[0], -1, oh * ow), shape, k, s, d)
-    np.testing.assert_array_equal(col2img(c6, shape, k, s, d), want)
+    c6 = _rng(seed).standard_normal((shape[1], *k, oh, ow, shape[0]))
+    want = col2img(c6.reshape(shape[1] * k[0] * k[1], -1), shape, k, s, 0, d)
+    np.testing.assert_array_equal(col2img(c6, shape, k, s, 0, d), want)
     ones = np.broadcast_to(np.float64(1.0), c6.shape)  # a read-only broadcast view
-    counts = col2img(ones, shape, k, s, d)
+    counts = col2img(ones, shape, k, s, 0, d)
     # Each pixel receives one count per window tap that reads it.
-    np.testing.assert_array_equal(counts, col2img(np.ones(c6.shape), shape, k, s, d))
+    np.testing.assert_array_equal(counts, col2img(np.ones(c6.shape), shape, k, s, 0, d))
     np.testing.assert_array_equal(counts.sum(), shape[0] * shape[1] * k[0] * k[1] * oh * ow)
 
 
 def test_col2img_keeps_dtype():
-    c = np.ones((1, 4, 4), np.float32)
+    c = np.ones((4, 4), np.float32)
     assert col2img(c, (1, 1, 3, 3), 2).dtype == np.float32
 
 
@@ -98,8 +112,8 @@ def test_windows_and_img2col_of_any_memory_layout(layout):
     contiguous = np.ascontiguousarray(x)
     assert not x.flags.c_contiguous
     np.testing.assert_array_equal(windows(x, (3, 2), (2, 1), (1, 2)), windows(contiguous, (3, 2), (2, 1), (1, 2)))
-    np.testing.assert_array_equal(img2col(x, (3, 2), (2, 1), (1, 2)), reference.img2col(contiguous, (3, 2), (2, 1),
-                                                                                        (1, 2)))
+    want = batch_last(reference.img2col(contiguous, (3, 2), (2, 1), (1, 2)))
+    np.testing.assert_array_equal(img2col(x, (3, 2), (2, 1), 0, (1, 2)), want)
 
 
 def test_windows_rejects_a_kernel_that_does_not_fit():
@@ -111,8 +125,8 @@ def test_windows_rejects_a_kernel_that_does_not_fit():
 
 def test_empty_batch():
     x = np.zeros((0, 2, 5, 5))
-    assert img2col(x, 3).shape == (0, 18, 9)
-    assert col2img(np.zeros((0, 18, 9)), x.shape, 3).shape == x.shape
+    assert img2col(x, 3).shape == (18, 0)
+    assert col2img(np.zeros((18, 0)), x.shape, 3).shape == x.shape
 
 
 @given(ints(1, 12), ints(1, 4), ints(1, 3), ints(1, 3))

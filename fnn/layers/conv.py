@@ -10,7 +10,7 @@ from fnn import init as _init
 from fnn import random as _random
 from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer
 from fnn.layers._spatial import as_padding, as_pair, check_fits, check_nchw, resolve_padding
-from fnn.ops import Pair, col2img, img2col, pad2d
+from fnn.ops import Pair, col2img, img2col, matmul_nt, matmul_wide
 
 __all__ = ["Conv2D"]
 
@@ -80,39 +80,39 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
         check_params(kind, params, {"w": (f_out, c, *k), **({"b": (f_out,)} if bias else {})}, x.dtype)
         pads = resolve_padding(pad, (h, wd), k, s, d)
         oh, ow = check_fits(kind, (h, wd), pads, k, d, s)
-        xp = pad2d(x, pads)
-        cols = img2col(xp, k, s, d)
+        cols = img2col(x, k, s, pads, d)  # (C * kh * kw, OH * OW * N)
         w = params["w"]
         w2 = w.reshape(f_out, -1)
-        y = np.matmul(w2, cols)
+        y_t = matmul_wide(w2, cols)
         if bias:
-            y += params["b"][:, None]
-        y = y.reshape(n, f_out, oh, ow)
-        out, xp_shape = like(y), xp.shape
+            y_t += params["b"][:, None]
+        y = y_t.reshape(f_out, oh, ow, n).transpose(3, 0, 1, 2)  # batch-last memory, (N, F, OH, OW) view
+        out = like(y)
+
+        def batch_last(dy: np.ndarray) -> np.ndarray:
+            """``dy`` as ``(F, OH * OW * N)``: free when it is batch-last already, as ``y`` is."""
+            return check_cotangent(kind, dy, out).transpose(1, 2, 3, 0).reshape(f_out, oh * ow * n)
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-            dy3 = check_cotangent(kind, dy, out).reshape(n, f_out, oh * ow)
-            grads = {"w": np.matmul(dy3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)}
+            dy_t = batch_last(dy)
+            grads = {"w": np.ascontiguousarray(matmul_nt(dy_t, cols)).reshape(w.shape)}
             if bias:
-                grads["b"] = dy3.sum(axis=(0, 2))
+                grads["b"] = dy_t.sum(axis=1)
             if not need_dx:
                 return grads, None
             if dx_method == "col2img":
-                dxp = col2img(np.matmul(w2.T, dy3), xp_shape, k, s, d)
-            else:
-                dxp = _dx_flipped(dy3.reshape(out.shape), w, xp_shape, k, s, d)
-            t, _, left, _ = pads
-            return grads, dxp[:, :, t:t + h, left:left + wd]
+                return grads, col2img(matmul_wide(w2.T, dy_t), x.shape, k, s, pads, d)
+            return grads, _dx_flipped(dy_t.reshape(f_out, oh, ow, n), w, x.shape, k, s, pads, d)
 
         def sq_norms(dy: np.ndarray) -> np.ndarray:
-            """Each example's squared norm of ``dparams``, read from the batched product
-            ``(N, out_channels, C * kh * kw)`` that ``dw`` is the batch sum of."""
-            dy3 = check_cotangent(kind, dy, out).reshape(n, f_out, oh * ow)
-            per = np.matmul(dy3, cols.transpose(0, 2, 1))
+            """Each example's squared norm of ``dparams``, from the per-example products
+            ``dy_n @ cols_n.T`` (one ``(out_channels, C * kh * kw)`` matrix per example)."""
+            dy_t = batch_last(dy).reshape(f_out, oh * ow, n)
+            per = np.matmul(dy_t.transpose(2, 0, 1), cols.reshape(-1, oh * ow, n).transpose(2, 1, 0))
             sq = np.einsum("nfk,nfk->n", per, per)
             if bias:
-                db = dy3.sum(axis=2)
-                sq = sq + np.einsum("nf,nf->n", db, db)
+                db = dy_t.sum(axis=1)
+                sq = sq + np.einsum("fn,fn->n", db, db)
             return sq
 
         vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
@@ -121,16 +121,20 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
     return make_layer(kind, init, apply)
 
 
-def _dx_flipped(dy: np.ndarray, w: np.ndarray, padded_shape: tuple[int, ...], k: Pair, s: Pair,
-                d: Pair) -> np.ndarray:
-    """``dx`` of the padded input as a stride-1 convolution of the dilated, padded ``dy``
-    with the rotated kernel ``w[:, :, ::-1, ::-1]`` whose channel axes are swapped."""
-    n, f, oh, ow = dy.shape
-    c, hp, wp = padded_shape[1:]
+def _dx_flipped(dy_t: np.ndarray, w: np.ndarray, shape: tuple[int, ...], k: Pair, s: Pair,
+                pads: tuple[int, int, int, int], d: Pair) -> np.ndarray:
+    """``dx`` as a stride-1 convolution of the stride-dilated, zero-padded ``dy`` with the
+    rotated kernel ``w[:, :, ::-1, ::-1]`` whose channel axes are swapped.
+
+    ``dy_t: (F, OH, OW, N)`` batch-last; ``shape`` is ``x``'s ``(N, C, H, W)``.
+    """
+    f, oh, ow, n = dy_t.shape
+    c, hp, wp = shape[1], shape[2] + pads[0] + pads[1], shape[3] + pads[2] + pads[3]
     (kh, kw), (sh, sw), (dh, dw) = k, s, d
     ph, pw = dh * (kh - 1), dw * (kw - 1)
     # Room for a full convolution whose output is exactly the padded input's size.
-    big = np.zeros((n, f, hp + ph, wp + pw), dy.dtype)
-    big[:, :, ph:ph + sh * (oh - 1) + 1:sh, pw:pw + sw * (ow - 1) + 1:sw] = dy
+    big = np.zeros((f, hp + ph, wp + pw, n), dy_t.dtype)
+    big[:, ph:ph + sh * (oh - 1) + 1:sh, pw:pw + sw * (ow - 1) + 1:sw] = dy_t
     rotated = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, -1)
-    return np.matmul(rotated, img2col(big, k, 1, d)).reshape(n, c, hp, wp)
+    dxp = (rotated @ img2col(big.transpose(3, 0, 1, 2), k, 1, 0, d)).reshape(c, hp, wp, n)
+    return dxp[:, pads[0]:pads[0] + shape[2], pads[2]:pads[2] + shape[3]].transpose(3, 0, 1, 2)

@@ -50,6 +50,15 @@ def _pool_layer(kind: str, k: Pair, s: Pair, pads: Padding, forward: Any) -> Lay
     return make_layer(kind, init, apply)
 
 
+def _zeros(shape: tuple[int, ...], dtype: np.dtype, batch_last: bool) -> np.ndarray:
+    """Zeros of ``(N, C, H, W)`` shape, laid out batch-last in memory when ``batch_last``
+    (the order Conv2D produces), so the pools read and write along the same strides."""
+    if not batch_last:
+        return np.zeros(shape, dtype)
+    n, c, h, w = shape
+    return np.zeros((c, h, w, n), dtype).transpose(3, 0, 1, 2)
+
+
 def _crop(xp: np.ndarray, pads: Padding, h: int, w: int) -> np.ndarray:
     return xp[:, :, pads[0]:pads[0] + h, pads[2]:pads[2] + w]
 
@@ -60,7 +69,8 @@ def MaxPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
     ``stride`` defaults to ``kernel_size``; ``padding`` (at most half the kernel) pads
     with ``-inf``. The vjp keeps only the arg-max offset of each window (``uint8``
     for kernels up to 16 x 16) and routes ``dy`` to it; on ties the first maximum
-    in row-major window order gets the gradient. NaN inputs propagate.
+    in row-major window order gets the gradient. NaN inputs propagate to the output
+(and its gradient goes to the NaN).
 
     >>> pool = MaxPool2D(2)
     >>> y, _ = pool.apply({}, np.arange(16.0).reshape(1, 1, 4, 4))
@@ -71,27 +81,35 @@ def MaxPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
     kind, k, s, pads = _pool_args("MaxPool2D", kernel_size, stride, padding)
     offsets = k[0] * k[1]
     index_dtype = np.uint8 if offsets <= 256 else np.int32
+    overlapping = s[0] < k[0] or s[1] < k[1]
 
     def forward(x: np.ndarray, oh: int, ow: int) -> Any:
         n, c, h, w = x.shape
         xp = pad2d(x, pads, value=-np.inf)
-        xp_shape = xp.shape
         v = windows(xp, k, s)
-        best = v[:, :, 0, 0].copy()
-        arg = np.zeros(best.shape, index_dtype)
-        has_nan = bool(np.isnan(x).any())
-        for off in range(1, offsets):
+        first = [v[:, :, off // k[1], off % k[1]] for off in range(min(offsets, 2))]
+        best = np.maximum(*first) if offsets > 1 else first[0].copy()
+        arg = (first[-1] > first[0]).astype(index_dtype)
+        for off in range(2, offsets):
             cand = v[:, :, off // k[1], off % k[1]]
-            better = cand > best
-            if has_nan:
-                better |= np.isnan(cand) & ~np.isnan(best)
-            np.copyto(best, cand, where=better)
-            np.copyto(arg, off, where=better)
+            np.copyto(arg, off, where=cand > best)
+            np.maximum(best, cand, out=best)  # propagates NaN
+        if np.isnan(best).any():  # route to the NaN, as PyTorch does (its last one in a window)
+            for off in range(offsets):
+                np.copyto(arg, off, where=np.isnan(v[:, :, off // k[1], off % k[1]]))
+
+        padded_shape, batch_last = xp.shape, xp.transpose(1, 2, 3, 0).flags.c_contiguous
 
         def backward(dy: np.ndarray) -> np.ndarray:
-            route = arg[:, :, None, None] == np.arange(offsets, dtype=index_dtype).reshape(k)[:, :, None, None]
-            dcols = route * dy[:, :, None, None]
-            return _crop(col2img(dcols, xp_shape, k, s), pads, h, w)
+            dxp = _zeros(padded_shape, dy.dtype, batch_last)
+            for off in range(offsets):
+                i, j = divmod(off, k[1])
+                part = dxp[:, :, i:i + s[0] * (oh - 1) + 1:s[0], j:j + s[1] * (ow - 1) + 1:s[1]]
+                if overlapping:
+                    np.add(part, dy, out=part, where=arg == off)
+                else:
+                    np.multiply(dy, arg == off, out=part)
+            return _crop(dxp, pads, h, w)
 
         return best, backward
 
@@ -113,17 +131,20 @@ def AvgPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
     def forward(x: np.ndarray, oh: int, ow: int) -> Any:
         n, c, h, w = x.shape
         xp = pad2d(x, pads)
-        xp_shape = xp.shape
         if count_include_pad or not any(pads):
             div: Any = x.dtype.type(k[0] * k[1])
         else:
             ones = pad2d(np.ones((1, 1, h, w), x.dtype), pads)
             div = windows(ones, k, s).sum(axis=(2, 3))
-        y = windows(xp, k, s).sum(axis=(2, 3)) / div
+        v = windows(xp, k, s)
+        total = v[:, :, 0, 0].copy()
+        for off in range(1, k[0] * k[1]):
+            total += v[:, :, off // k[1], off % k[1]]
+        y = total / div
 
         def backward(dy: np.ndarray) -> np.ndarray:
-            share = np.broadcast_to((dy / div)[:, :, None, None], (n, c, *k, oh, ow))
-            return _crop(col2img(share, xp_shape, k, s), pads, h, w)
+            share = (dy / div).transpose(1, 2, 3, 0)[:, None, None]  # (C, 1, 1, OH, OW, N)
+            return col2img(np.broadcast_to(share, (c, *k, oh, ow, n)), x.shape, k, s, pads)
 
         return y, backward
 
