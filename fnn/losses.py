@@ -52,13 +52,20 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray,
-                          label_smoothing: float = 0.0) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy of ``softmax(logits)`` against ``labels``, fused with its gradient.
+def _reduction(where: str, reduction: str) -> str:
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"{where}: reduction must be 'mean' or 'sum', got {reduction!r}")
+    return reduction
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0,
+                          reduction: str = "mean") -> tuple[float, np.ndarray]:
+    """Cross-entropy of ``softmax(logits)`` against ``labels``, fused with its gradient.
 
     ``logits: (N, C)``; ``labels``: integer classes ``(N,)`` or probability rows
     ``(N, C)``. With ``label_smoothing = eps`` the target becomes
     ``(1 - eps) * target + eps / C`` (PyTorch's rule, for both kinds of label).
+    ``reduction`` is ``"mean"`` over the batch (the default, PyTorch's) or ``"sum"``.
     Stable for any finite logits (the row maximum is subtracted). Returns
     ``(loss, dlogits)``; an empty batch gives ``(0.0, zeros)``.
 
@@ -71,6 +78,7 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray,
     labels = _check_labels(where, labels, logits)
     if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
         raise ValueError(f"{where}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    scale = logits.shape[0] if _reduction(where, reduction) == "mean" else 1
     n, c = logits.shape
     if n == 0:
         return 0.0, np.zeros_like(logits)
@@ -82,16 +90,15 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray,
         target = labels
     if label_smoothing:
         target = (1 - label_smoothing) * target + label_smoothing / c
-    loss = -float(np.einsum("nc,nc->", target, logp, dtype=np.float64)) / n
+    loss = -float(np.einsum("nc,nc->", target, logp, dtype=np.float64)) / scale
     # (softmax - target) / N when target rows sum to 1; the row sum keeps it exact for other rows
-    grad = (np.exp(logp) * target.sum(axis=1, keepdims=True) - target) / logits.dtype.type(n)
+    grad = (np.exp(logp) * target.sum(axis=1, keepdims=True) - target) / logits.dtype.type(scale)
     return loss, grad.astype(logits.dtype, copy=False)
 
 
-def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean squared error over all elements; shapes must match exactly (no broadcasting).
-
-    Returns ``(mean((pred - target) ** 2), dpred)``.
+def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean") -> tuple[float, np.ndarray]:
+    """Squared error over all elements, averaged (``reduction="mean"``, the default) or summed;
+    shapes must match exactly (no broadcasting). Returns ``(loss, dpred)``.
     """
     if not isinstance(pred, np.ndarray) or pred.dtype not in _FLOATS:
         raise TypeError(f"mse: pred must be a float32 or float64 array, got {getattr(pred, 'dtype', type(pred).__name__)}")
@@ -99,10 +106,11 @@ def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
     if target.shape != pred.shape:
         raise ValueError(f"mse: pred has shape {pred.shape} but target has shape {target.shape}; "
                          f"they must match exactly (no broadcasting)")
+    scale = pred.size if _reduction("mse", reduction) == "mean" else 1
     if pred.size == 0:
         return 0.0, np.zeros_like(pred)
     diff = pred - target.astype(pred.dtype, copy=False)
-    return float(np.vdot(diff, diff)) / pred.size, (2 / pred.size) * diff
+    return float(np.vdot(diff, diff)) / scale, (2 / scale) * diff
 
 
 def l2_penalty(params: Any, weight: float) -> tuple[float, Any]:

@@ -283,3 +283,24 @@ def test_accuracy_by_hand():
     assert accuracy(np.zeros((0, 2)), np.zeros(0, np.int64)) == 0.0
     with pytest.raises(ValueError, match="accuracy: labels must be in \\[0, 2\\)"):
         accuracy(logits, np.array([0, 1, 2, 0]))
+
+
+@pytest.mark.parametrize("loss_fn, args", [
+    (softmax_cross_entropy, (np.array([[0.5, -1.0, 2.0], [0.1, 0.2, 0.3]]), np.array([2, 0]))),
+    (mse, (np.array([[0.5, -1.0], [2.0, 0.1]]), np.array([[0.0, 1.0], [1.0, 1.0]]))),
+])
+def test_sum_reduction_is_the_mean_times_the_count(loss_fn, args):
+    mean, dmean = loss_fn(*args)
+    total, dtotal = loss_fn(*args, reduction="sum")
+    count = args[0].shape[0] if loss_fn is softmax_cross_entropy else args[0].size
+    assert total == pytest.approx(mean * count, rel=1e-12)
+    np.testing.assert_allclose(dtotal, dmean * count, rtol=1e-12)
+
+
+@pytest.mark.parametrize("loss_fn, args", [
+    (softmax_cross_entropy, (np.zeros((2, 3)), np.array([0, 1]))),
+    (mse, (np.zeros(2), np.zeros(2))),
+])
+def test_unknown_reduction_raises(loss_fn, args):
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum', got 'none'"):
+        loss_fn(*args, reduction="none")
