@@ -1,0 +1,224 @@
+"""What every example shares: the data sets, a command line, a training loop, curves, a confusion matrix.
+
+The examples are flat scripts beside this file; ``python examples/NAME.py`` puts
+this directory on ``sys.path``, so ``import common`` works from any working
+directory. A typical example reads::
+
+    args = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, plot="NAME.png").parse_args()
+    data = common.load_data(args.mnist, args.seed, args.limit)
+    params, state, history = common.train(net, params, opt, data, epochs=args.epochs,
+                                          batch_size=args.batch_size, key=key)
+    common.save_curves(history, args.plot)
+
+Data come as :class:`Split`: images ``(N, 1, H, W)`` float32 in ``[0, 1]`` and
+int64 labels, for training and held out. The training loop handles layers with
+random numbers (Dropout: one key per step) and with state (BatchNorm: the state
+is threaded through training and used for evaluation), so every example can use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+import fnn
+
+INSTALL_HINT = "pip install -e '.[examples]'"
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+class Split(NamedTuple):
+    """Training and held-out examples: ``x: (N, 1, H, W)`` float32 in ``[0, 1]``, ``y: (N,)`` int64."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_held: np.ndarray
+    y_held: np.ndarray
+    name: str
+
+
+def load_digits_split(seed: int = 0) -> Split:
+    """scikit-learn's bundled 8x8 digits (1,797 images), split 80/20 by a permutation drawn from ``seed``."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise SystemExit(f"the digits data come with scikit-learn, which is not installed: {INSTALL_HINT}") from None
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]  # pixel values are 0..16
+    y = digits.target.astype(np.int64)
+    order = fnn.random.permutation(fnn.random.key(seed), len(x))
+    held, train = order[: len(x) // 5], order[len(x) // 5:]
+    return Split(x[train], y[train], x[held], y[held], "scikit-learn digits 8x8")
+
+
+def load_mnist_split(directory: str) -> Split:
+    """MNIST from ``directory``: train/test when the training files are there.
+
+    With only one split present (the shared folder holds just the 10,000 t10k
+    images), it is split by the shared rule: image ``i`` is held out when
+    ``i % 5 == 4``, giving 8,000 training and 2,000 held-out images.
+    """
+    sets = fnn.data.load_mnist(directory)
+    if "train" in sets and "test" in sets:
+        (xt, yt), (xh, yh) = sets["train"], sets["test"]
+        return Split(xt, yt, xh, yh, "MNIST train/test")
+    split, (x, y) = next(iter(sets.items()))
+    held = np.arange(len(x)) % 5 == 4
+    print(f"MNIST: only the {split} split is in {directory}; splitting its {len(x):,} images by the shared rule "
+          f"(image i held out when i % 5 == 4): {int((~held).sum()):,} train / {int(held.sum()):,} held out")
+    return Split(x[~held], y[~held], x[held], y[held], f"MNIST {split} split i % 5")
+
+
+def load_data(mnist: str | None = None, seed: int = 0, limit: int | None = None) -> Split:
+    """MNIST from the directory ``mnist`` if given, else the digits; keep the first ``limit`` training examples."""
+    data = load_mnist_split(mnist) if mnist else load_digits_split(seed)
+    if limit is not None:
+        data = data._replace(x_train=data.x_train[:limit], y_train=data.y_train[:limit])
+    print(f"data: {data.name}, {len(data.x_train):,} train / {len(data.x_held):,} held out, "
+          f"images {data.x_train.shape[1:]}")
+    return data
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parser(doc: str | None, *, epochs: int, batch_size: int, lr: float, plot: str) -> argparse.ArgumentParser:
+    """The flags every example takes, with the example's defaults; an example may add its own."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--mnist", metavar="DIR", help="train on the MNIST IDX files in DIR instead of the 8x8 digits")
+    p.add_argument("--epochs", type=_positive, default=epochs, help="passes over the training set")
+    p.add_argument("--batch-size", type=_positive, default=batch_size, help="examples per update")
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seeds the digits split, the init and the batch order")
+    p.add_argument("--limit", type=_positive, metavar="N", help="use only the first N training examples (smoke tests)")
+    p.add_argument("--plot", default=plot, metavar="PATH", help="PNG of the training curves; '' for none")
+    return p
+
+
+# --- training -----------------------------------------------------------------------------------
+
+Loss = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
+
+
+def predict(net: fnn.Layer, params: Any, x: np.ndarray, state: Any = None, batch_size: int = 500) -> np.ndarray:
+    """The network's outputs for ``x`` in evaluation mode, computed ``batch_size`` examples at a time."""
+    outs = [net.apply(params, xb, state=state)[0]
+            for (xb,) in fnn.data.batches(None, (x,), batch_size, shuffle=False)]
+    return np.concatenate(outs)
+
+
+def evaluate(net: fnn.Layer, params: Any, x: np.ndarray, y: np.ndarray, state: Any = None,
+             loss: Loss = fnn.losses.softmax_cross_entropy, batch_size: int = 500) -> tuple[float, float]:
+    """``(mean loss, accuracy)`` on ``(x, y)`` in evaluation mode."""
+    logits = predict(net, params, x, state, batch_size)
+    return loss(logits, y)[0], fnn.losses.accuracy(logits, y)
+
+
+def _progress(total: int, desc: str) -> Any:
+    """A tqdm bar on a terminal when tqdm is installed, else None (the epoch line is printed either way)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=None)  # disable=None: off when not a tty
+
+
+def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *, epochs: int, batch_size: int,
+          key: fnn.random.Key, loss: Loss = fnn.losses.softmax_cross_entropy,
+          state: Any = None) -> tuple[Any, Any, dict[str, list[float]]]:
+    """Train for ``epochs`` passes over ``data.x_train``; evaluate on the held-out set after each.
+
+    ``loss(outputs, labels) -> (value, grad)`` is minimized and also reported on
+    the held-out set; ``opt`` updates ``params`` once per batch.
+
+    Epoch ``e`` draws its batch order and its per-step keys (for Dropout) from
+    ``fold_in(key, e)``, so the same key gives the same run.
+    ``state`` (BatchNorm statistics) is threaded through the steps and used for
+    evaluation. Returns ``(params, state, history)``; ``history`` holds one value
+    per epoch under ``train_loss``, ``train_acc`` (running, in training mode),
+    ``held_loss``, ``held_acc`` and ``seconds``.
+    """
+    opt_state = opt.init(params)
+    history: dict[str, list[float]] = {k: [] for k in ("train_loss", "train_acc", "held_loss", "held_acc", "seconds")}
+    n = len(data.x_train)
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        order_key, step_key = fnn.random.split(fnn.random.fold_in(key, epoch))
+        bar = _progress(math.ceil(n / batch_size), f"epoch {epoch + 1}/{epochs}")
+        total_loss = correct = 0.0
+        for step, (x, y) in enumerate(fnn.data.batches(order_key, (data.x_train, data.y_train), batch_size)):
+            out = net.apply(params, x, train=True, key=fnn.random.fold_in(step_key, step), state=state)
+            logits, vjp = out
+            state = out.state
+            value, dlogits = loss(logits, y)
+            grads, _ = vjp(dlogits, need_dx=False)  # no gradient for the images
+            params, opt_state = opt.update(params, grads, opt_state)
+            total_loss += value * len(x)
+            correct += float(np.sum(logits.argmax(axis=1) == y))
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+        if bar is not None:
+            bar.close()
+        held_loss, held_acc = evaluate(net, params, data.x_held, data.y_held, state, loss)
+        for name, v in zip(history, (total_loss / n, correct / n, held_loss, held_acc, time.perf_counter() - start)):
+            history[name].append(v)
+        print(f"epoch {epoch + 1:{len(str(epochs))}}/{epochs}  train loss {total_loss / n:.4f} acc {correct / n:6.2%}"
+              f"  held-out loss {held_loss:.4f} acc {held_acc:6.2%}  ({history['seconds'][-1]:.1f} s)", flush=True)
+    return params, state, history
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+def save_curves(history: dict[str, list[float]], path: str | None) -> None:
+    """Write a PNG of the loss and accuracy curves to ``path`` (nothing for an empty path or without matplotlib)."""
+    if not path:
+        return
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed, so no plot ({INSTALL_HINT})")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, len(history["train_loss"]) + 1)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, what in ((ax_loss, "loss"), (ax_acc, "acc")):
+        ax.plot(epochs, history[f"train_{what}"], label="train")
+        ax.plot(epochs, history[f"held_{what}"], label="held out")
+        ax.set_xlabel("epoch")
+        ax.set_title("loss" if what == "loss" else "accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"curves written to {path}")
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int = 10) -> np.ndarray:
+    """``(n_classes, n_classes)`` counts: row = true class, column = predicted class."""
+    return np.bincount(labels * n_classes + predictions, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def print_confusion(matrix: np.ndarray) -> None:
+    """Print a confusion matrix with true classes down the side and predictions across the top."""
+    width = max(3, len(str(matrix.max())) + 1)
+    print("confusion matrix (rows: true class, columns: predicted)")
+    print("    " + "".join(f"{c:>{width}}" for c in range(len(matrix))))
+    for c, row in enumerate(matrix):
+        print(f"{c:>3} " + "".join(f"{v:>{width}}" if v else f"{'.':>{width}}" for v in row))

@@ -1,0 +1,65 @@
+"""A multilayer perceptron classifies handwritten digits: fnn's smallest complete training run.
+
+It shows a network built with ``fnn.serial(Flatten(), Dense(...), ReLU(), ..., Dense(10))``,
+the fused ``softmax_cross_entropy`` loss (with label smoothing), and ``fnn.optim.sgd`` with
+Nesterov momentum, weight decay on the weights only and a cosine learning-rate schedule.
+The training step itself (apply, loss, vjp, update) is ``common.train``, shared by all examples.
+
+    python examples/mlp_digits.py                               # scikit-learn's 8x8 digits
+    python examples/mlp_digits.py --mnist ../shared/data/mnist  # MNIST, 28x28
+
+On the 8x8 digits (1,438 train / 359 held out) it should end with about 98 % held-out
+accuracy (352/359 = 98.05 % with the defaults) in a few seconds. On the shared MNIST
+folder, which holds only the t10k file and is split 8,000 / 2,000 by its rule
+i % 5 == 4, about 97 % (1,942/2,000 = 97.10 %) in 6-15 s on a 2-core machine.
+It also prints the model summary, the per-epoch losses and accuracies and the
+confusion matrix, and writes the loss and accuracy curves to mlp_digits.png
+(with matplotlib; --plot '' for none).
+"""
+
+import time
+
+import common
+
+import fnn
+from fnn.layers import Dense, Flatten, ReLU
+
+# Hyperparameters (the same for both data sets)
+HIDDEN = (256, 128)
+EPOCHS = 20
+BATCH_SIZE = 64
+LR = 0.2  # peak of the cosine schedule
+MOMENTUM = 0.9
+WEIGHT_DECAY = 1e-3  # on Dense weights, not biases
+LABEL_SMOOTHING = 0.1
+
+args = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, plot="mlp_digits.png").parse_args()
+start = time.perf_counter()
+data = common.load_data(args.mnist, args.seed, args.limit)
+
+layers = [Flatten()]
+for width in HIDDEN:
+    layers += [Dense(width), ReLU()]
+net = fnn.serial(*layers, Dense(10))
+init_key, train_key = fnn.random.split(fnn.random.key(args.seed))
+params = net.init(init_key, data.x_train.shape[1:])
+fnn.summary(net, data.x_train.shape[1:], params=params)
+
+steps = args.epochs * -(-len(data.x_train) // args.batch_size)  # batches per epoch, rounded up
+opt = fnn.optim.sgd(fnn.optim.cosine(args.lr, steps), momentum=MOMENTUM, nesterov=True,
+                    weight_decay=WEIGHT_DECAY, decay_mask=fnn.optim.weights_only)
+
+
+def loss(logits, labels):
+    return fnn.losses.softmax_cross_entropy(logits, labels, label_smoothing=LABEL_SMOOTHING)
+
+
+params, state, history = common.train(net, params, opt, data, epochs=args.epochs, batch_size=args.batch_size,
+                                      key=train_key, loss=loss)
+
+logits = common.predict(net, params, data.x_held, state)
+common.print_confusion(common.confusion_matrix(data.y_held, logits.argmax(axis=1)))
+common.save_curves(history, args.plot)
+correct = int((logits.argmax(axis=1) == data.y_held).sum())
+print(f"held-out accuracy: {correct / len(data.y_held):.2%} ({correct}/{len(data.y_held)})")
+print(f"total time: {time.perf_counter() - start:.1f} s")

@@ -1,0 +1,126 @@
+"""Smoke tests for examples/: every script runs end to end on a tiny setting.
+
+``EXAMPLES`` has one row per script; a new example adds a row (a script without
+one fails ``test_every_example_has_a_row``). Scripts run as subprocesses from a
+temporary directory, which also checks that they find ``common`` from anywhere
+and leave no files behind in the repository.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = ROOT / "examples"
+
+
+@dataclass(frozen=True)
+class Example:
+    script: str                  # examples/<script>.py
+    args: tuple[str, ...]        # a tiny setting: a few seconds at most
+    digits: bool = True          # trains on the scikit-learn digits by default (skipped without scikit-learn)
+    mnist: bool = True           # also takes --mnist DIR (smoke-tested on ../shared/data/mnist when present)
+    plot: bool = True            # takes --plot PATH
+    expect: str = "held-out accuracy"  # printed at the end of a successful run
+
+
+EXAMPLES = [
+    Example("mlp_digits", ("--epochs", "1", "--limit", "200")),
+    Example("lenet_random_batch", ("--steps", "3"), digits=False, mnist=False, plot=False, expect="loss: start"),
+]
+
+
+def run(example: Example, *extra: str, cwd: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(EXAMPLES_DIR / f"{example.script}.py"), *example.args, *extra],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"{example.script} failed:\n{proc.stdout}\n{proc.stderr}"
+    assert example.expect in proc.stdout, proc.stdout
+    return proc.stdout
+
+
+def test_every_example_has_a_row() -> None:
+    scripts = {p.stem for p in EXAMPLES_DIR.glob("*.py")} - {"common"}
+    assert scripts == {e.script for e in EXAMPLES}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.script)
+def test_example_runs(example: Example, tmp_path: Path) -> None:
+    if example.digits:
+        pytest.importorskip("sklearn")
+    extra: tuple[str, ...] = ()
+    png = tmp_path / "curves.png"
+    if example.plot:
+        has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+        extra = ("--plot", str(png) if has_matplotlib else "")
+    run(example, *extra, cwd=tmp_path)
+    if example.plot and extra[1]:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["curves.png"] if example.plot and extra[1] else [])
+
+
+@pytest.mark.parametrize("example", [e for e in EXAMPLES if e.mnist], ids=lambda e: e.script)
+def test_example_runs_on_mnist(example: Example, mnist_dir: Path, tmp_path: Path) -> None:
+    out = run(example, "--mnist", str(mnist_dir), *(("--plot", "") if example.plot else ()), cwd=tmp_path)
+    assert "i % 5 == 4" in out and "8,000 train / 2,000 held out" in out
+
+
+# --- the shared helpers in examples/common.py -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def common():
+    spec = importlib.util.spec_from_file_location("examples_common", EXAMPLES_DIR / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">u4").tobytes()
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_mnist_split_rule_without_a_training_set(common, tmp_path: Path, capsys) -> None:
+    images = np.arange(20 * 28 * 28).reshape(20, 28, 28) % 256
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(20) % 10)
+    data = common.load_mnist_split(str(tmp_path))
+    assert "i % 5 == 4" in capsys.readouterr().out
+    assert (len(data.x_train), len(data.x_held)) == (16, 4)
+    np.testing.assert_array_equal(data.y_held, [4, 9, 4, 9])  # images 4, 9, 14, 19
+    np.testing.assert_allclose(data.x_held[0, 0] * 255, images[4], atol=1e-3)
+    assert data.x_train.shape == (16, 1, 28, 28) and data.x_train.dtype == np.float32
+
+
+def test_mnist_split_uses_train_and_test_when_both_exist(common, tmp_path: Path) -> None:
+    for prefix, n in (("train", 6), ("t10k", 3)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", np.zeros((n, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n))
+    data = common.load_mnist_split(str(tmp_path))
+    assert (len(data.x_train), len(data.x_held)) == (6, 3)
+
+
+def test_digits_split(common) -> None:
+    pytest.importorskip("sklearn")
+    data = common.load_digits_split(0)
+    assert (len(data.x_train), len(data.x_held)) == (1438, 359)
+    assert data.x_train.shape[1:] == (1, 8, 8) and data.x_train.dtype == np.float32
+    assert data.y_train.dtype == np.int64
+    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+    again, other = common.load_digits_split(0), common.load_digits_split(1)
+    np.testing.assert_array_equal(again.y_held, data.y_held)
+    assert not np.array_equal(other.y_held, data.y_held)
+
+
+def test_confusion_matrix(common) -> None:
+    m = common.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), n_classes=3)
+    np.testing.assert_array_equal(m, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
