@@ -136,25 +136,36 @@ def _progress(total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=None)  # disable=None: off when not a tty
 
 
-def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *, epochs: int, batch_size: int,
-          key: fnn.random.Key, loss: Loss = fnn.losses.softmax_cross_entropy,
-          state: Any = None) -> tuple[Any, Any, dict[str, list[float]]]:
-    """Train for ``epochs`` passes over ``data.x_train``; evaluate on the held-out set after each.
+class Trained(NamedTuple):
+    """What :func:`train` returns; every field can go into a checkpoint."""
 
-    ``loss(outputs, labels) -> (value, grad)`` is minimized and also reported on
-    the held-out set; ``opt`` updates ``params`` once per batch.
+    params: Any
+    state: Any
+    opt_state: Any
+    history: dict[str, list[float]]
+
+
+def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *, epochs: int, batch_size: int,
+          key: fnn.random.Key, loss: Loss = fnn.losses.softmax_cross_entropy, state: Any = None,
+          opt_state: Any = None, start_epoch: int = 0, history: dict[str, list[float]] | None = None,
+          on_epoch_end: Callable[[int, Trained], Any] | None = None) -> Trained:
+    """Train from epoch ``start_epoch`` up to ``epochs`` over ``data.x_train``; evaluate on the
+    held-out set (with plain cross-entropy) after each epoch.
 
     Epoch ``e`` draws its batch order and its per-step keys (for Dropout) from
-    ``fold_in(key, e)``, so the same key gives the same run.
+    ``fold_in(key, e)`` alone, so a run resumed at epoch ``e`` from a checkpoint of
+    ``(params, state, opt_state)`` continues exactly as the uninterrupted run would.
     ``state`` (BatchNorm statistics) is threaded through the steps and used for
-    evaluation. Returns ``(params, state, history)``; ``history`` holds one value
-    per epoch under ``train_loss``, ``train_acc`` (running, in training mode),
-    ``held_loss``, ``held_acc`` and ``seconds``.
+    evaluation. ``on_epoch_end(epoch_done, trained)`` is called after each epoch (to
+    save a checkpoint, say). ``history`` holds one value per epoch under
+    ``train_loss``, ``train_acc`` (running, in training mode), ``held_loss``,
+    ``held_acc`` and ``seconds``.
     """
-    opt_state = opt.init(params)
-    history: dict[str, list[float]] = {k: [] for k in ("train_loss", "train_acc", "held_loss", "held_acc", "seconds")}
+    opt_state = opt.init(params) if opt_state is None else opt_state
+    names = ("train_loss", "train_acc", "held_loss", "held_acc", "seconds")
+    history = {k: list(history.get(k, [])) if history else [] for k in names}
     n = len(data.x_train)
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
         start = time.perf_counter()
         order_key, step_key = fnn.random.split(fnn.random.fold_in(key, epoch))
         bar = _progress(math.ceil(n / batch_size), f"epoch {epoch + 1}/{epochs}")
@@ -164,7 +175,7 @@ def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *,
             logits, vjp = out
             state = out.state
             value, dlogits = loss(logits, y)
-            grads, _ = vjp(dlogits, need_dx=False)  # no gradient for the images
+            grads, _ = vjp(dlogits, need_dx=False)
             params, opt_state = opt.update(params, grads, opt_state)
             total_loss += value * len(x)
             correct += float(np.sum(logits.argmax(axis=1) == y))
@@ -173,12 +184,19 @@ def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *,
                 bar.set_postfix(loss=f"{value:.3f}", refresh=False)
         if bar is not None:
             bar.close()
-        held_loss, held_acc = evaluate(net, params, data.x_held, data.y_held, state, loss)
-        for name, v in zip(history, (total_loss / n, correct / n, held_loss, held_acc, time.perf_counter() - start)):
+        held_loss, held_acc = evaluate(net, params, data.x_held, data.y_held, state)
+        for name, v in zip(names, (total_loss / n, correct / n, held_loss, held_acc, time.perf_counter() - start)):
             history[name].append(v)
         print(f"epoch {epoch + 1:{len(str(epochs))}}/{epochs}  train loss {total_loss / n:.4f} acc {correct / n:6.2%}"
               f"  held-out loss {held_loss:.4f} acc {held_acc:6.2%}  ({history['seconds'][-1]:.1f} s)", flush=True)
-    return params, state, history
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, Trained(params, state, opt_state, history))
+    return Trained(params, state, opt_state, history)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches in one pass over ``n`` examples (the last one may be short)."""
+    return -(-n // batch_size)
 
 
 # --- reporting ----------------------------------------------------------------------------------

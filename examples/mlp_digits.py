@@ -45,7 +45,7 @@ init_key, train_key = fnn.random.split(fnn.random.key(args.seed))
 params = net.init(init_key, data.x_train.shape[1:])
 fnn.summary(net, data.x_train.shape[1:], params=params)
 
-steps = args.epochs * -(-len(data.x_train) // args.batch_size)  # batches per epoch, rounded up
+steps = args.epochs * common.steps_per_epoch(len(data.x_train), args.batch_size)
 opt = fnn.optim.sgd(fnn.optim.cosine(args.lr, steps), momentum=MOMENTUM, nesterov=True,
                     weight_decay=WEIGHT_DECAY, decay_mask=fnn.optim.weights_only)
 
@@ -54,7 +54,7 @@ def loss(logits, labels):
     return fnn.losses.softmax_cross_entropy(logits, labels, label_smoothing=LABEL_SMOOTHING)
 
 
-params, state, history = common.train(net, params, opt, data, epochs=args.epochs, batch_size=args.batch_size,
+params, state, _, history = common.train(net, params, opt, data, epochs=args.epochs, batch_size=args.batch_size,
                                       key=train_key, loss=loss)
 
 logits = common.predict(net, params, data.x_held, state)

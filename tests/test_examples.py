@@ -13,7 +13,7 @@ import importlib.util
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ class Example:
 EXAMPLES = [
     Example("mlp_digits", ("--epochs", "1", "--limit", "200")),
     Example("lenet_random_batch", ("--steps", "3"), digits=False, mnist=False, plot=False, expect="loss: start"),
+    Example("lenet_digits", ("--epochs", "1", "--limit", "200")),
 ]
 
 
@@ -72,6 +73,33 @@ def test_example_runs(example: Example, tmp_path: Path) -> None:
 def test_example_runs_on_mnist(example: Example, mnist_dir: Path, tmp_path: Path) -> None:
     out = run(example, "--mnist", str(mnist_dir), *(("--plot", "") if example.plot else ()), cwd=tmp_path)
     assert "i % 5 == 4" in out and "8,000 train / 2,000 held out" in out
+
+
+def test_lenet_resumed_run_is_bitwise_identical_to_an_uninterrupted_one(tmp_path: Path) -> None:
+    """4 epochs in one go == 2 epochs, saved, then resumed for 2 more: params, optimizer state,
+    BatchNorm statistics and data order (Dropout masks too)."""
+    pytest.importorskip("sklearn")
+    import fnn
+
+    lenet = next(e for e in EXAMPLES if e.script == "lenet_digits")
+    flags = ("--epochs", "4", "--limit", "96", "--batch-size", "32", "--optimizer", "adam", "--batchnorm",
+             "--dropout", "0.2", "--plot", "")
+    straight = replace(lenet, args=flags + ("--save", str(tmp_path / "a.fnn")))
+    run(straight, cwd=tmp_path)
+    first = replace(lenet, args=flags + ("--save", str(tmp_path / "b.fnn"), "--stop-after", "2"),
+                    expect="stopped after epoch 2")
+    run(first, cwd=tmp_path)
+    assert int(fnn.load(tmp_path / "b.fnn")["epoch"]) == 2
+    second = replace(lenet, args=flags + ("--save", str(tmp_path / "b.fnn"), "--resume", str(tmp_path / "b.fnn")))
+    assert "resumed from" in run(second, cwd=tmp_path)
+    a, b = fnn.load(tmp_path / "a.fnn"), fnn.load(tmp_path / "b.fnn")
+    fnn.tree.check_same_structure(a, b)
+    for (path, x), y in zip(fnn.tree.flatten(a)[0], fnn.tree.leaves(b)):
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), fnn.tree.path_str(path)
+    meta_a, meta_b = fnn.load_metadata(tmp_path / "a.fnn"), fnn.load_metadata(tmp_path / "b.fnn")
+    assert meta_a["config"] == meta_b["config"]
+    for curve in ("train_loss", "train_acc", "held_loss", "held_acc"):  # not "seconds"
+        assert meta_a["history"][curve] == meta_b["history"][curve]
 
 
 # --- the shared helpers in examples/common.py -------------------------------------------------------
