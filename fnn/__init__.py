@@ -7,7 +7,7 @@ Every layer is a pair of pure functions ``init(key, shape) -> params`` and
 from fnn import data, init, interop, layers, losses, ops, optim, per_example, random, tree
 from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual
 from fnn.checkpoint import CheckpointError, load, load_metadata, save
-from fnn.core import Layer, Output, output_shape, serial
+from fnn.core import Layer, NonFiniteError, Output, output_shape, serial
 from fnn.summary import summary
 
 __version__ = "0.1.0.dev0"
@@ -15,6 +15,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "CheckpointError",
     "Layer",
+    "NonFiniteError",
     "Output",
     "data",
     "elementwise",

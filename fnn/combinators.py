@@ -25,6 +25,7 @@ from fnn.core import (
     Options,
     Output,
     _reraise,
+    apply_child,
     _sq_norms_of,
     check_cotangent,
     like,
@@ -75,7 +76,7 @@ def parallel(*layers: Layer | tuple[str, Layer]) -> Layer:
         outs, vjps, new_state = [], [], {}
         for i, ((name, layer), k, xi) in enumerate(zip(named, keys, x)):
             try:
-                out = layer.apply(params[name], xi, train=opts.train, key=k, state=state.get(name))
+                out = apply_child(layer, params[name], xi, opts, k, state.get(name))
             except (ValueError, TypeError) as err:
                 raise _reraise(err, f"{kind} branch {i} {name!r} ({layer.kind})") from err
             outs.append(out[0])
@@ -184,7 +185,7 @@ def residual(layer: Layer) -> Layer:
 
     def apply(params: Any, x: Any, opts: Options) -> Output:
         (key,), state = split_options(kind, params, opts, ["inner"])
-        out = layer.apply(params["inner"], x, train=opts.train, key=key, state=state.get("inner"))
+        out = apply_child(layer, params["inner"], x, opts, key, state.get("inner"))
         inner, inner_vjp = out
         if not isinstance(inner, np.ndarray) or inner.shape != x.shape:
             raise ValueError(f"{kind}: the inner layer maps shape {x.shape} to {np.shape(inner)}; "

@@ -27,12 +27,14 @@ triples, which :func:`fnn.summary` reads. Dense, Conv2D and the combinators
 also give their vjp a ``sq_norms(dy)`` attribute: each example's squared norm
 of ``dparams`` (see :mod:`fnn.per_example`).
 
-Every ``apply`` takes the same three keyword options, and ``serial`` passes them
-to every layer it holds: ``train`` selects training behaviour (Dropout masks,
+Every ``apply`` takes the same keyword options, and ``serial`` passes them to
+every layer it holds: ``train`` selects training behaviour (Dropout masks,
 BatchNorm batch statistics); ``key`` is an ``fnn.random`` key for layers that
 draw random numbers (``serial`` splits it so each layer gets its own);
 ``state`` is the layer's non-trainable state (BatchNorm running statistics),
-``None`` meaning the layer's initial state. ``apply`` returns an :class:`Output`:
+``None`` meaning the layer's initial state; ``check_finite=True`` makes the
+first layer whose output holds NaN or inf raise :class:`NonFiniteError` (NaN
+otherwise propagates, as in numpy: nothing is ever masked). ``apply`` returns an :class:`Output`:
 a 2-tuple ``(y, vjp)`` that also has ``.state``, the layer's updated state
 (``{}`` for layers without state). State never lives in ``params``, so the
 optimizer and weight decay never see it. See ``docs/design.md``.
@@ -58,6 +60,8 @@ __all__ = [
     "Options",
     "Shape",
     "make_layer",
+    "apply_child",
+    "NonFiniteError",
     "parameterless",
     "check_params",
     "check_cotangent",
@@ -80,6 +84,22 @@ class Options(NamedTuple):
     train: bool = False
     key: _random.Key | None = None
     state: Any = None
+    check_finite: bool = False
+
+
+class NonFiniteError(ValueError):
+    """Raised under ``check_finite=True`` by the first layer whose output has NaN or inf."""
+
+
+def _count_nonfinite(x: Any) -> tuple[int, int]:
+    if isinstance(x, tuple):
+        counts = [_count_nonfinite(v) for v in x]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+    return int(np.isnan(x).sum()), int(np.isinf(x).sum())
+
+
+def _finite(x: Any) -> bool:
+    return all(bool(np.isfinite(v).all()) for v in (x if isinstance(x, tuple) else (x,)))
 
 
 class Output(tuple):
@@ -188,14 +208,22 @@ def make_layer(
         return init(key, _check_shape(shape, f"{kind}.init"), _check_dtype(dtype, f"{kind}.init"))
 
     def layer_apply(params: Any, x: Any, *, train: bool = False, key: _random.Key | None = None,
-                    state: Any = None) -> Output:
+                    state: Any = None, check_finite: bool = False) -> Output:
         if isinstance(x, tuple) and not tuple_input:
             raise TypeError(f"{kind}: input must be one array, got a tuple of {len(x)}")
         x = _check_input(x, kind)
         if key is not None:
             _random.check_key(key, f"{kind}: option key")
-        out = apply(params, x, Options(bool(train), key, state))
-        return out if isinstance(out, Output) else Output(*out)
+        if check_finite and not _finite(x):
+            nan, inf = _count_nonfinite(x)
+            raise NonFiniteError(f"{kind}: check_finite: the input already has {nan} NaN and {inf} inf values")
+        out = apply(params, x, Options(bool(train), key, state, bool(check_finite)))
+        out = out if isinstance(out, Output) else Output(*out)
+        if check_finite and not _finite(out[0]):
+            nan, inf = _count_nonfinite(out[0])
+            raise NonFiniteError(f"{kind}: check_finite: this layer produced {nan} NaN and {inf} inf values "
+                                 f"from a finite input")
+        return out
 
     layer_init.__doc__ = f"Initialize the parameters of {kind} for examples of the given shape."
     layer_apply.__doc__ = f"Apply {kind}; returns (y, vjp) with the new state as .state."
@@ -331,6 +359,11 @@ def _sq_norms_of(vjp: Callable[..., Any], where: str) -> Callable[[Any], np.ndar
     return fn
 
 
+def apply_child(layer: Layer, params: Any, x: Any, opts: Options, key: _random.Key | None, state: Any) -> Output:
+    """Apply a combinator's sub-layer with the combinator's options, its own key and state."""
+    return layer.apply(params, x, train=opts.train, key=key, state=state, check_finite=opts.check_finite)
+
+
 def name_layers(where: str, layers: Iterable[Layer | tuple[str, Layer]]) -> list[tuple[str, Layer]]:
     """Give every layer a name: its own for ``(name, layer)`` pairs, else ``kind_index``
     counted per kind from 0 (``dense_0``, ``relu_0``, ``dense_1``). Names must be unique."""
@@ -409,7 +442,7 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
         vjps, outs, new_state = [], [], {}
         for i, ((name, layer), k) in enumerate(zip(named, keys)):
             try:
-                out = layer.apply(params[name], x, train=opts.train, key=k, state=state.get(name))
+                out = apply_child(layer, params[name], x, opts, k, state.get(name))
             except (ValueError, TypeError) as err:
                 raise _reraise(err, where(i)) from err
             x, vjp_i = out
