@@ -1,0 +1,229 @@
+"""The registry of every public layer: how to draw valid constructor arguments and inputs.
+
+``REGISTRY`` maps a constructor's name to a hypothesis strategy drawing a :class:`Case`.
+``tests/test_check_layer.py`` runs ``fnn.testing.check_layer`` on every row, and fails
+when a public layer or combinator has no row. Inputs are bounded and, for layers with
+kinks (ReLU, LeakyReLU, MaxPool2D), kept away from them so finite differences are valid.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from hypothesis import strategies as st
+
+import fnn
+from fnn import layers as L
+
+ints = st.integers
+
+
+class Case(NamedTuple):
+    layer: fnn.Layer
+    shape: Any
+    x: Any = None  # None: check_layer draws a normal batch
+    options: dict[str, Any] = {}
+    batch_coupled: bool = False
+    batch_size: int = 3
+
+
+def sides(min_dims: int, max_dims: int, lo: int = 1, hi: int = 3) -> st.SearchStrategy[tuple[int, ...]]:
+    return st.lists(ints(lo, hi), min_size=min_dims, max_size=max_dims).map(tuple)
+
+
+def batch_of(draw: Any, shape: tuple[int, ...], n: int, away_from_zero: bool = False) -> np.ndarray:
+    seed = draw(ints(0, 2**16), label="x seed")
+    x = np.clip(np.random.default_rng(seed).standard_normal((n, *shape)), -3, 3)
+    if away_from_zero:
+        x = np.where(x < 0, np.minimum(x, -0.05), np.maximum(x, 0.05))
+    return x
+
+
+def distinct_batch(draw: Any, shape: tuple[int, ...], n: int) -> np.ndarray:
+    """Values 0.1 apart (a scaled permutation): no ties, so max pooling has no kinks nearby."""
+    seed = draw(ints(0, 2**16), label="x seed")
+    size = n * int(np.prod(shape))
+    return (np.random.default_rng(seed).permutation(size).reshape(n, *shape) - size / 2) * 0.1
+
+
+@st.composite
+def dense(draw: Any) -> Case:
+    shape = (*draw(sides(0, 2)), draw(ints(1, 4)))
+    return Case(L.Dense(draw(ints(1, 4)), bias=draw(st.booleans())), shape)
+
+
+def pointwise(make: st.SearchStrategy[fnn.Layer], kinks: bool = False, min_dims: int = 1) -> Any:
+    @st.composite
+    def case(draw: Any) -> Case:
+        shape, n = draw(sides(min_dims, 3)), draw(ints(1, 3))
+        return Case(draw(make), shape, batch_of(draw, shape, n, away_from_zero=kinks), batch_size=n)
+
+    return case()
+
+
+@st.composite
+def softmax(draw: Any, make: Any) -> Case:
+    shape = draw(sides(1, 3))
+    axis = draw(st.sampled_from([*range(1, len(shape) + 1), *range(-len(shape), 0)]))
+    return Case(make(axis=axis), shape)
+
+
+@st.composite
+def conv(draw: Any) -> Case:
+    k = (draw(ints(1, 3)), draw(ints(1, 3)))
+    s = (draw(ints(1, 3)), draw(ints(1, 2)))
+    d = (draw(ints(1, 2)), draw(ints(1, 2)))
+    padding = draw(st.one_of(ints(0, 2), st.tuples(ints(0, 2), ints(0, 2)), st.just("same"), st.just("valid"),
+                             st.tuples(st.tuples(ints(0, 2), ints(0, 2)), st.tuples(ints(0, 2), ints(0, 2)))))
+    span = [dd * (kk - 1) + 1 for kk, dd in zip(k, d)]
+    shape = (draw(ints(1, 3)), draw(ints(span[0], span[0] + 4)), draw(ints(span[1], span[1] + 4)))
+    layer = L.Conv2D(draw(ints(1, 3)), k, stride=s, padding=padding, dilation=d, bias=draw(st.booleans()),
+                     dx_method=draw(st.sampled_from(["col2img", "flipped"])))
+    return Case(layer, shape)
+
+
+@st.composite
+def pool(draw: Any, kind: str) -> Case:
+    k = (draw(ints(1, 3)), draw(ints(1, 3)))
+    stride = draw(st.one_of(st.none(), st.tuples(ints(1, 3), ints(1, 3))))
+    padding = (draw(ints(0, k[0] // 2)), draw(ints(0, k[1] // 2)))
+    shape = (draw(ints(1, 3)), draw(ints(k[0], k[0] + 4)), draw(ints(k[1], k[1] + 4)))
+    n = draw(ints(1, 3))
+    if kind == "max":
+        return Case(L.MaxPool2D(k, stride, padding), shape, distinct_batch(draw, shape, n), batch_size=n)
+    return Case(L.AvgPool2D(k, stride, padding, count_include_pad=draw(st.booleans())), shape)
+
+
+@st.composite
+def global_avg_pool(draw: Any) -> Case:
+    return Case(L.GlobalAvgPool2D(), (draw(ints(1, 3)), draw(ints(1, 4)), draw(ints(1, 4))))
+
+
+@st.composite
+def batchnorm(draw: Any) -> Case:
+    shape = (draw(ints(1, 3)), *draw(sides(0, 2, 1, 3)))
+    layer = L.BatchNorm(momentum=draw(st.floats(0.0, 1.0)), affine=draw(st.booleans()))
+    if draw(st.booleans(), label="train"):
+        n = draw(ints(2, 4))
+        return Case(layer, shape, options={"train": True}, batch_coupled=True, batch_size=n)
+    c = shape[0]
+    state = {"mean": np.linspace(-1, 1, c), "var": np.linspace(0.5, 2, c)}
+    return Case(layer, shape, options={"state": state})
+
+
+@st.composite
+def layernorm(draw: Any) -> Case:
+    ndim = draw(ints(1, 2))
+    return Case(L.LayerNorm(ndim, affine=draw(st.booleans())), draw(sides(ndim, 3)))
+
+
+@st.composite
+def dropout(draw: Any) -> Case:
+    layer = L.Dropout(draw(st.sampled_from([0.0, 0.25, 0.5, 0.9])))
+    shape = draw(sides(1, 3))
+    if draw(st.booleans(), label="train"):
+        key = fnn.random.key(draw(ints(0, 1000)))
+        return Case(layer, shape, options={"train": True, "key": key}, batch_coupled=True)
+    return Case(layer, shape)
+
+
+def recurrent(make: Any) -> Any:
+    @st.composite
+    def case(draw: Any) -> Case:
+        hidden, layers_, bidi = draw(ints(1, 3)), draw(ints(1, 2)), draw(st.booleans())
+        layer = make(hidden, layers_, bidi)
+        steps, features = draw(ints(1, 4)), draw(ints(1, 3))
+        if draw(st.booleans(), label="initial states"):
+            n_states = 2 if layer.kind.startswith("LSTM") else 1
+            state = (layers_ * (2 if bidi else 1), hidden)
+            return Case(layer, ((steps, features),) + (state,) * n_states)
+        return Case(layer, (steps, features))
+
+    return case()
+
+
+@st.composite
+def sequence_reduction(draw: Any, make: Any) -> Case:
+    return Case(make(), (draw(ints(1, 4)), draw(ints(1, 3))))
+
+
+@st.composite
+def serial(draw: Any) -> Case:
+    width = draw(ints(1, 4))
+    inner = fnn.serial(L.Dense(width), L.Tanh(), ("out", L.Dense(draw(ints(1, 3)))))
+    return Case(fnn.serial(L.Dense(3), L.Sigmoid(), ("block", inner), L.LogSoftmax()), (draw(ints(1, 4)),))
+
+
+@st.composite
+def parallel(draw: Any) -> Case:
+    shapes = ((draw(ints(1, 3)),), (draw(ints(1, 3)), draw(ints(1, 3))))
+    return Case(fnn.parallel(L.Dense(draw(ints(1, 3))), L.Tanh()), shapes)
+
+
+@st.composite
+def fan_out(draw: Any) -> Case:
+    return Case(fnn.fan_out(draw(ints(1, 3))), draw(sides(1, 3)))
+
+
+@st.composite
+def fan_in_sum(draw: Any) -> Case:
+    shape = draw(sides(1, 3))
+    return Case(fnn.fan_in_sum(), (shape,) * draw(ints(1, 3)))
+
+
+@st.composite
+def fan_in_concat(draw: Any) -> Case:
+    base = draw(sides(1, 3))
+    axis = draw(ints(1, len(base)))
+    shapes = tuple(base[:axis - 1] + (draw(ints(1, 3)),) + base[axis:] for _ in range(draw(ints(1, 3))))
+    return Case(fnn.fan_in_concat(axis=draw(st.sampled_from([axis, axis - len(base) - 1]))), shapes)
+
+
+@st.composite
+def residual(draw: Any) -> Case:
+    c = draw(ints(1, 3))
+    block = fnn.serial(L.Conv2D(c, 3, padding="same"), L.Tanh(), L.Conv2D(c, draw(st.sampled_from([1, 3])),
+                                                                        padding="same"))
+    return Case(fnn.residual(block), (c, draw(ints(2, 5)), draw(ints(2, 5))))
+
+
+@st.composite
+def elementwise(draw: Any) -> Case:
+    fn, dfn = draw(st.sampled_from([(np.sin, np.cos), (np.exp, np.exp), (np.arctan, lambda x: 1 / (1 + x * x))]))
+    return Case(fnn.elementwise(fn, dfn), draw(sides(1, 3)))
+
+
+REGISTRY: dict[str, st.SearchStrategy[Case]] = {
+    "Dense": dense(),
+    "Flatten": pointwise(st.builds(L.Flatten)),
+    "Identity": pointwise(st.builds(L.Identity)),
+    "ReLU": pointwise(st.builds(L.ReLU), kinks=True),
+    "LeakyReLU": pointwise(st.builds(L.LeakyReLU, st.floats(0.0, 1.0)), kinks=True),
+    "Sigmoid": pointwise(st.builds(L.Sigmoid)),
+    "Tanh": pointwise(st.builds(L.Tanh)),
+    "Softmax": softmax(L.Softmax),
+    "LogSoftmax": softmax(L.LogSoftmax),
+    "Conv2D": conv(),
+    "MaxPool2D": pool("max"),
+    "AvgPool2D": pool("avg"),
+    "GlobalAvgPool2D": global_avg_pool(),
+    "BatchNorm": batchnorm(),
+    "LayerNorm": layernorm(),
+    "Dropout": dropout(),
+    "RNN": recurrent(lambda h, n, b: L.RNN(h, n, "tanh", b)),
+    "LSTM": recurrent(L.LSTM),
+    "GRU": recurrent(L.GRU),
+    "LastStep": sequence_reduction(L.LastStep),
+    "MeanOverTime": sequence_reduction(L.MeanOverTime),
+    "serial": serial(),
+    "parallel": parallel(),
+    "fan_out": fan_out(),
+    "fan_in_sum": fan_in_sum(),
+    "fan_in_concat": fan_in_concat(),
+    "residual": residual(),
+    "elementwise": elementwise(),
+}
+
+PUBLIC = sorted(set(L.__all__) | {"serial", "parallel", "fan_out", "fan_in_sum", "fan_in_concat", "residual",
+                                  "elementwise"})

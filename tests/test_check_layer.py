@@ -1,0 +1,73 @@
+"""fnn.testing.check_layer over the registry of every public layer (tests/registry.py)."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from registry import PUBLIC, REGISTRY
+
+import fnn
+from fnn.layers import Dense, ReLU
+from fnn.testing import ContractError, check_layer
+
+
+def test_every_public_layer_and_combinator_has_a_registry_row():
+    missing = sorted(set(PUBLIC) - set(REGISTRY))
+    assert not missing, f"add a row to REGISTRY in tests/registry.py for {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@given(data=st.data())
+def test_check_layer_passes(name, data):
+    case = data.draw(REGISTRY[name], label="case")
+    key = fnn.random.key(data.draw(st.integers(0, 2**16), label="key"))
+    report = check_layer(case.layer, case.shape, batch_size=case.batch_size, x=case.x, key=key,
+                         options=case.options, batch_coupled=case.batch_coupled)
+    assert set(report) >= {"shapes", "gradients", "purity", "aliasing", "dtype", "layouts", "determinism"}
+    params = case.layer.init(key, case.shape)
+    checked = {"['params']" + fnn.tree.path_str(p) for p, _ in fnn.tree.flatten(params)[0]}
+    assert checked <= set(report["gradients"])  # every parameter leaf was compared with finite differences
+
+
+def _layer_with_a_bug(bug):
+    """Dense(2) with one deliberate protocol violation."""
+    inner = Dense(2)
+
+    def apply(params, x, opts):
+        y, vjp = inner.apply(params, x)
+        if bug == "mutates":
+            x[...] = 0
+        if bug == "aliases":
+            return x, lambda dy, need_dx=True: ({k: np.zeros_like(v) for k, v in params.items()}, dy)
+        if bug == "wrong_grad":
+            return y, lambda dy, need_dx=True: (lambda g: ({**g[0], "b": 2 * g[0]["b"]}, g[1]))(vjp(dy))
+        if bug == "batch_coupled":
+            return y - y.mean(axis=0), vjp
+        return y, vjp
+
+    return fnn.core.make_layer(f"buggy({bug})", lambda k, s, d: inner.init(k, s, d), apply)
+
+
+@pytest.mark.parametrize("bug, match", [
+    ("mutates", "determinism|purity"),
+    ("aliases", "shapes|aliasing"),
+    ("wrong_grad", "disagrees with finite differences"),
+    ("batch_coupled", "batch independence|disagrees"),
+])
+def test_check_layer_catches_broken_layers(bug, match):
+    with pytest.raises(AssertionError, match=match):
+        check_layer(_layer_with_a_bug(bug), (2,))
+
+
+def test_check_layer_names_the_failing_property_for_a_dtype_bug():
+    def upcast(x):
+        y = x.astype(np.float64) * 2
+        return y, lambda dy: 2 * dy
+
+    with pytest.raises(ContractError, match=r"check_layer\(upcast\(\)\): dtype: float32 inputs gave y of dtype"):
+        check_layer(fnn.core.parameterless("upcast()", upcast), (3,))
+
+
+def test_check_layer_on_a_serial_of_relu_with_kink_free_input():
+    x = np.array([[0.5, -1.0, 2.0], [-0.3, 0.7, -2.0]])
+    assert check_layer(fnn.serial(Dense(3), ReLU()), (3,), x=x, batch_size=2)["purity"]
