@@ -121,7 +121,8 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], memoryview]:
         header = json.loads(raw[16:16 + hlen].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise CheckpointError(f"load: {name}: unreadable header ({err})") from err
-    if not isinstance(header, dict) or type(header.get("version")) is not int or header["version"] != 1 or not isinstance(header.get("leaves"), list):
+    if (not isinstance(header, dict) or type(header.get("version")) is not int or header["version"] != 1
+            or not isinstance(header.get("leaves"), list)):
         raise CheckpointError(f"load: {name}: unknown header layout")
     return header, memoryview(raw)[16 + hlen:len(raw) - _DIGEST]
 

@@ -44,7 +44,8 @@ def batches(key: _random.Key | None, arrays: Sequence[np.ndarray], batch_size: i
         raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
     if shuffle:
         if key is None:
-            raise ValueError("batches: shuffle=True needs a key (fnn.random.key(seed)); pass shuffle=False for a fixed order")
+            raise ValueError("batches: shuffle=True needs a key (fnn.random.key(seed)); "
+                             "pass shuffle=False for a fixed order")
         order = _random.permutation(key, n)
     else:
         order = np.arange(n)
@@ -68,7 +69,7 @@ class IDXError(ValueError):
     """An IDX file that is truncated, corrupt or not IDX at all."""
 
 
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_TYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def load_idx(path: str | os.PathLike[str]) -> np.ndarray:

@@ -70,7 +70,8 @@ def _torch_names(slot: _Slot) -> dict[str, tuple[tuple[str, ...], bool]]:
     if slot.family in _RECURRENT:
         return {f"{base}_{entry}": ((entry, key), t) for entry in slot.params
                 for base, (key, t) in _RNN_NAMES.items()}
-    names = {tn: ((key,), t) for tn, (key, t) in _SIMPLE[slot.family].items() if key in slot.params}
+    names: dict[str, tuple[tuple[str, ...], bool]] = {
+        tn: ((key,), t) for tn, (key, t) in _SIMPLE[slot.family].items() if key in slot.params}
     if slot.family == "BatchNorm":
         names.update({"running_mean": (("state", "mean"), False), "running_var": (("state", "var"), False)})
     return names

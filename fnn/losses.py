@@ -101,7 +101,8 @@ def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean") -> tuple[
     shapes must match exactly (no broadcasting). Returns ``(loss, dpred)``.
     """
     if not isinstance(pred, np.ndarray) or pred.dtype not in _FLOATS:
-        raise TypeError(f"mse: pred must be a float32 or float64 array, got {getattr(pred, 'dtype', type(pred).__name__)}")
+        got = getattr(pred, "dtype", type(pred).__name__)
+        raise TypeError(f"mse: pred must be a float32 or float64 array, got {got}")
     target = np.asarray(target)
     if target.shape != pred.shape:
         raise ValueError(f"mse: pred has shape {pred.shape} but target has shape {target.shape}; "

@@ -126,7 +126,8 @@ def check_vjp(layer: Layer, params: Any, x: Any, **options: Any) -> dict[str, fl
     """:func:`check_vjp_fn` for ``layer.apply`` called with the apply ``options``
     (``train``, ``key``, ``state``); checker settings (``rtol``, ``atol``,
     ``eps``, ``max_entries``, ``directions``, ``check_key``) are taken out first."""
-    settings = {k: options.pop(k) for k in ("rtol", "atol", "eps", "max_entries", "directions") if k in options}
+    settings: dict[str, Any] = {k: options.pop(k) for k in ("rtol", "atol", "eps", "max_entries", "directions")
+                                if k in options}
     if "check_key" in options:
         settings["key"] = options.pop("check_key")
     return check_vjp_fn(lambda p, v: layer.apply(p, v, **options), params, x, **settings)
@@ -304,7 +305,7 @@ def check_layer(
 
     # 9. memory layouts
     for name in ("Fortran-ordered", "non-contiguous", "negative-stride"):
-        x_l = _tree.map(lambda a: _layouts(a)[name] if a.ndim >= 2 else a, x)
+        x_l = _tree.map(lambda a, name=name: _layouts(a)[name] if a.ndim >= 2 else a, x)
         out_l = run(params, x_l)
         if not (_close(out_l[0], y) and _close(out_l[1](dy), grads)):
             fail("memory layout", f"a {name} input gives different results than a contiguous one")

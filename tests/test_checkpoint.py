@@ -175,8 +175,10 @@ def like_tree():
     # messages read from like='s side: the checkpoint has an "unexpected" key or is "missing" one
     (lambda t: t["enc"].pop("b"), r"like and the checkpoint differ in structure at \['enc'\]: unexpected key\(s\) 'b'"),
     (lambda t: t["enc"].update(extra=np.ones(1)), r"at \['enc'\]: missing key\(s\) 'extra'"),
-    (lambda t: t["enc"].update(w=np.ones((3, 2), np.float32)), r"at \['enc'\]\['w'\] the checkpoint has float32 \(2, 3\) but like= has float32 \(3, 2\)"),
-    (lambda t: t["enc"].update(b=np.zeros(3, np.float64)), r"at \['enc'\]\['b'\] the checkpoint has float32 \(3,\) but like= has float64"),
+    (lambda t: t["enc"].update(w=np.ones((3, 2), np.float32)),
+     r"at \['enc'\]\['w'\] the checkpoint has float32 \(2, 3\) but like= has float32 \(3, 2\)"),
+    (lambda t: t["enc"].update(b=np.zeros(3, np.float64)),
+     r"at \['enc'\]\['b'\] the checkpoint has float32 \(3,\) but like= has float64"),
     (lambda t: t.update(steps=(np.array(1),)), r"at \['steps'\]: tuple vs list"),
     (lambda t: t["steps"].append(np.array(2)), r"at \['steps'\]: length 2 vs 1"),
 ])

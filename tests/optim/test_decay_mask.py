@@ -98,7 +98,8 @@ def test_mask_tree_not_matching_params_raises_naming_the_path(name):
     missing = {k: dict(v) for k, v in MASK_TREE.items()}
     del missing["conv"]["b"]
     opt = make(missing)
-    with pytest.raises(ValueError, match=r"params and decay_mask differ in structure at \['conv'\]: missing key\(s\) 'b'"):
+    with pytest.raises(ValueError,
+                       match=r"params and decay_mask differ in structure at \['conv'\]: missing key\(s\) 'b'"):
         opt.update(params, zero_grads(params), opt.init(params))
 
     extra = {k: dict(v) for k, v in MASK_TREE.items()}
