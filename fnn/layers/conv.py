@@ -87,7 +87,7 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
         if bias:
             y_t += params["b"][:, None]
         y = y_t.reshape(f_out, oh, ow, n).transpose(3, 0, 1, 2)  # batch-last memory, (N, F, OH, OW) view
-        out = like(y)
+        out, x_shape = like(y), x.shape  # the vjp keeps the shape of x, not x
 
         def batch_last(dy: np.ndarray) -> np.ndarray:
             """``dy`` as ``(F, OH * OW * N)``: free when it is batch-last already, as ``y`` is."""
@@ -101,8 +101,8 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
             if not need_dx:
                 return grads, None
             if dx_method == "col2img":
-                return grads, col2img(matmul_wide(w2.T, dy_t), x.shape, k, s, pads, d)
-            return grads, _dx_flipped(dy_t.reshape(f_out, oh, ow, n), w, x.shape, k, s, pads, d)
+                return grads, col2img(matmul_wide(w2.T, dy_t), x_shape, k, s, pads, d)
+            return grads, _dx_flipped(dy_t.reshape(f_out, oh, ow, n), w, x_shape, k, s, pads, d)
 
         def sq_norms(dy: np.ndarray) -> np.ndarray:
             """Each example's squared norm of ``dparams``, from the per-example products
