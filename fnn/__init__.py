@@ -5,8 +5,8 @@ Every layer is a pair of pure functions ``init(key, shape) -> params`` and
 """
 
 from fnn import data, init, interop, layers, losses, ops, optim, per_example, random, tree
-from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual
 from fnn.checkpoint import CheckpointError, load, load_metadata, save
+from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual
 from fnn.core import Layer, NonFiniteError, Output, output_shape, serial
 from fnn.summary import summary
 

@@ -25,8 +25,8 @@ from fnn.core import (
     Options,
     Output,
     _reraise,
-    apply_child,
     _sq_norms_of,
+    apply_child,
     check_cotangent,
     like,
     make_layer,
@@ -40,10 +40,20 @@ __all__ = ["parallel", "fan_out", "fan_in_sum", "fan_in_concat", "residual", "el
 
 
 def _tuple_input(kind: str, x: Any, n: int | None = None) -> tuple[np.ndarray, ...]:
-    if not isinstance(x, tuple) or (n is not None and len(x) != n):
-        want = f"a tuple of {n} arrays" if n is not None else "a tuple of arrays"
+    if not isinstance(x, tuple) or (n is not None and len(x) != n) or not x:
+        want = f"a tuple of {n} arrays" if n is not None else "a non-empty tuple of arrays"
         got = f"a tuple of {len(x)}" if isinstance(x, tuple) else f"an array of shape {np.shape(x)}"
         raise ValueError(f"{kind}: input must be {want}, got {got}")
+    return x
+
+
+def _merge_input(kind: str, x: Any) -> tuple[np.ndarray, ...]:
+    """A non-empty tuple of arrays of one dtype (a merge never casts silently)."""
+    x = _tuple_input(kind, x)
+    dtypes = [v.dtype for v in x]
+    if len(set(dtypes)) != 1:
+        raise TypeError(f"{kind}: inputs must share one dtype, got {[str(d) for d in dtypes]} "
+                        f"(shapes {[v.shape for v in x]})")
     return x
 
 
@@ -132,14 +142,15 @@ def fan_in_sum() -> Layer:
     kind = "fan_in_sum()"
 
     def forward(x: Any) -> Any:
-        x = _tuple_input(kind, x)
+        x = _merge_input(kind, x)
         shapes = [v.shape for v in x]
         if len(set(shapes)) != 1:
             raise ValueError(f"{kind}: inputs must all have the same shape (no broadcasting), got {shapes}")
         y = x[0].copy()
         for v in x[1:]:
             y += v
-        return y, lambda dy: tuple(dy.copy() for _ in x)
+        n = len(x)  # the vjp keeps the count, not the inputs
+        return y, lambda dy: tuple(dy.copy() for _ in range(n))
 
     return parameterless(kind, forward, tuple_input=True)
 
@@ -154,7 +165,7 @@ def fan_in_concat(axis: int = -1) -> Layer:
     kind = f"fan_in_concat(axis={axis})"
 
     def forward(x: Any) -> Any:
-        x = _tuple_input(kind, x)
+        x = _merge_input(kind, x)
         ndim = x[0].ndim
         if any(v.ndim != ndim for v in x) or not -ndim <= axis < ndim or axis % ndim == 0:
             raise ValueError(f"{kind}: needs inputs of equal rank and a non-batch axis, got shapes "

@@ -41,6 +41,7 @@ optimizer and weight decay never see it. See ``docs/design.md``.
 
 Inputs must be float32 or float64 arrays (integer, bool, float16 and object
 arrays raise ``TypeError``) and outputs and gradients keep the input's dtype.
+``docs/errors.md`` catalogues bad inputs and the errors they get.
 """
 
 from __future__ import annotations
@@ -360,8 +361,17 @@ def _sq_norms_of(vjp: Callable[..., Any], where: str) -> Callable[[Any], np.ndar
 
 
 def apply_child(layer: Layer, params: Any, x: Any, opts: Options, key: _random.Key | None, state: Any) -> Output:
-    """Apply a combinator's sub-layer with the combinator's options, its own key and state."""
-    return layer.apply(params, x, train=opts.train, key=key, state=state, check_finite=opts.check_finite)
+    """Apply a combinator's sub-layer with the combinator's options, its own key and state.
+
+    A non-empty ``state`` given to a sub-layer that has no state is a ``ValueError``
+    rather than silently ignored: it was saved for another layer or architecture.
+    """
+    out = layer.apply(params, x, train=opts.train, key=key, state=state, check_finite=opts.check_finite)
+    if state is not None and not (isinstance(state, dict) and not state) and not out.state:
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{layer.kind}: has no state but was given state {got} "
+                         f"(state saved for another layer or architecture?)")
+    return out
 
 
 def name_layers(where: str, layers: Iterable[Layer | tuple[str, Layer]]) -> list[tuple[str, Layer]]:

@@ -137,24 +137,32 @@ def to_torch_state_dict(layer: Layer, params: Any, shape: Any, state: Any = None
     Keys come from ``template`` (a state dict of the target model, matched by structure)
     or, without one, from fnn's layer names joined with ``"."``.
     """
+    reference = layer.init(_random.key(0), shape)
+    _tree.check_same_structure(reference, params, names=["the layer's params", "params"], shapes=True,
+                               where="to_torch_state_dict")
     if state is None or (isinstance(state, dict) and not state):
-        state = _fresh(layer, shape, _tree.leaves(params)[0].dtype)[1]
+        leaves = _tree.leaves(params)
+        state = _fresh(layer, shape, leaves[0].dtype if leaves else np.float32)[1]
     slots = _slots(layer, params, state, ())
-    prefixes = [g for g, _ in _groups(template)] if template is not None else [".".join(s.path) for s in slots]
-    if len(prefixes) != len(slots):
-        raise ValueError(f"to_torch_state_dict: fnn has {len(slots)} layers with parameters but the template "
-                         f"has {len(prefixes)} module prefixes")
+    groups = _groups(template) if template is not None else [(".".join(s.path), None) for s in slots]
+    if len(groups) != len(slots):
+        raise ValueError(f"to_torch_state_dict: fnn has {len(slots)} layers with parameters "
+                         f"({', '.join('/'.join(s.path) for s in slots)}) but the template has {len(groups)} module "
+                         f"prefixes ({', '.join(repr(g) for g, _ in groups)})")
     out: dict[str, np.ndarray] = {}
-    for slot, prefix in zip(slots, prefixes):
-        for tname, (where, transpose) in _torch_names(slot).items():
+    for slot, (prefix, tensors) in zip(slots, groups):
+        names = _torch_names(slot)
+        path = "/".join(slot.path)
+        if tensors is not None and set(tensors) != set(names):
+            raise ValueError(f"to_torch_state_dict: fnn layer {path} ({slot.family}) gives {sorted(names)} but "
+                             f"template module {prefix!r} has {sorted(tensors)}")
+        for tname, (where, transpose) in names.items():
             value = _get(slot, where)
-            out[f"{prefix}.{tname}" if prefix else tname] = np.ascontiguousarray(value.T if transpose else value)
+            key = f"{prefix}.{tname}" if prefix else tname
+            out[key] = np.ascontiguousarray(value.T if transpose else value)
+            if tensors is not None and tensors[tname].shape != out[key].shape:
+                raise ValueError(f"to_torch_state_dict: fnn layer {path} {where} gives {key} of shape "
+                                 f"{out[key].shape}, which does not match the template's {tensors[tname].shape}")
         if slot.family == "BatchNorm":
             out[f"{prefix}.num_batches_tracked" if prefix else "num_batches_tracked"] = np.array(0, np.int64)
-    if template is not None:
-        for key, value in out.items():
-            want = np.shape(template.get(key, value))
-            if key not in template or want != value.shape:
-                raise ValueError(f"to_torch_state_dict: {key} of shape {value.shape} does not match the template "
-                                 f"({'missing' if key not in template else want})")
     return out

@@ -104,6 +104,8 @@ def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean") -> tuple[
         got = getattr(pred, "dtype", type(pred).__name__)
         raise TypeError(f"mse: pred must be a float32 or float64 array, got {got}")
     target = np.asarray(target)
+    if target.dtype.kind not in "biuf":  # object arrays would turn None into NaN, strings fail inside numpy
+        raise TypeError(f"mse: target must be a real numeric array, got dtype {target.dtype}")
     if target.shape != pred.shape:
         raise ValueError(f"mse: pred has shape {pred.shape} but target has shape {target.shape}; "
                          f"they must match exactly (no broadcasting)")

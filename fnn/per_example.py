@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from fnn import tree as _tree
 from fnn.core import _sq_norms_of
 from fnn.optim.base import check_hyper
 
@@ -35,19 +36,22 @@ __all__ = ["grad_norms", "clipped_grads"]
 
 def grad_norms(vjp: Callable[..., Any], dy: Any) -> np.ndarray:
     """``(N,)`` L2 norms of each example's contribution to ``dparams`` for cotangent ``dy``."""
-    sq = _sq_norms_of(vjp, "grad_norms")(dy)
-    return np.sqrt(np.maximum(sq, 0))
+    sq = np.asarray(_sq_norms_of(vjp, "grad_norms")(dy))
+    n = len(_tree.leaves(dy)[0])  # a model without parameters gives a scalar 0: one per example instead
+    return np.sqrt(np.maximum(np.broadcast_to(sq, (n,)), 0))
 
 
-def clipped_grads(vjp: Callable[..., Any], dy: np.ndarray, max_norm: float) -> tuple[Any, np.ndarray]:
+def clipped_grads(vjp: Callable[..., Any], dy: Any, max_norm: float) -> tuple[Any, np.ndarray]:
     """``(dparams, norms)``: the sum of per-example gradients, each clipped to ``max_norm``.
 
-    ``dy`` is an array ``(N, ...)``; its rows are scaled by ``min(1, max_norm / norm_n)``
-    and the vjp is called again (the input gradient is skipped).
+    ``dy`` is an array ``(N, ...)`` (or a tuple of them, for a tuple output); its rows are
+    scaled by ``min(1, max_norm / norm_n)`` and the vjp is called again (the input
+    gradient is skipped).
     """
     max_norm = check_hyper("clipped_grads", "max_norm", max_norm)
     norms = grad_norms(vjp, dy)
     with np.errstate(divide="ignore"):
-        factor = np.minimum(1.0, max_norm / norms).astype(dy.dtype)
-    grads, _ = vjp(dy * factor.reshape((-1,) + (1,) * (dy.ndim - 1)), need_dx=False)
+        factor = np.minimum(1.0, max_norm / norms)
+    scaled = _tree.map(lambda d: d * factor.astype(d.dtype).reshape((-1,) + (1,) * (d.ndim - 1)), dy)
+    grads, _ = vjp(scaled, need_dx=False)
     return grads, norms

@@ -78,7 +78,7 @@ def split(k: Key, n: int = 2) -> tuple[Key, ...]:
     layer appended to a ``serial`` leaves the keys of the layers before it unchanged.
     """
     check_key(k, "fnn.random.split")
-    if not isinstance(n, (int, np.integer)) or n < 0:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"fnn.random.split: n must be a non-negative int, got {n!r}")
     words = _seq(k, _SPLIT).generate_state(_KEY_WORDS * int(n), dtype=np.uint32)
     return tuple(_make(w) for w in words.reshape(int(n), _KEY_WORDS))
@@ -87,7 +87,7 @@ def split(k: Key, n: int = 2) -> tuple[Key, ...]:
 def fold_in(k: Key, data: int) -> Key:
     """Derive a key from ``k`` and an integer (a step count, an epoch, a layer index)."""
     check_key(k, "fnn.random.fold_in")
-    if not isinstance(data, (int, np.integer)) or data < 0:
+    if isinstance(data, (bool, np.bool_)) or not isinstance(data, (int, np.integer)) or data < 0:
         raise ValueError(f"fnn.random.fold_in: data must be a non-negative int, got {data!r}")
     return _make(_seq(k, _FOLD, int(data)).generate_state(_KEY_WORDS, dtype=np.uint32))
 
@@ -96,6 +96,15 @@ def generator(k: Key) -> np.random.Generator:
     """A fresh numpy ``Generator`` seeded by ``k`` (for draws this module does not offer)."""
     check_key(k, "fnn.random.generator")
     return np.random.Generator(np.random.PCG64(_seq(k, _DRAW)))
+
+
+def _shape(shape: Any, where: str) -> tuple[int, ...]:
+    """A draw's shape: an int or a tuple of non-negative ints (numpy's errors name no function)."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    if not isinstance(dims, (tuple, list)) or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 0 for d in dims):
+        raise ValueError(f"{where}: shape must be a tuple of non-negative ints, got {shape!r}")
+    return tuple(int(d) for d in dims)
 
 
 def _float_dtype(dtype: Any, where: str) -> np.dtype:
@@ -110,7 +119,7 @@ def uniform(
 ) -> np.ndarray:
     """Uniform draws in ``[low, high)`` of the given shape and dtype."""
     dt = _float_dtype(dtype, "fnn.random.uniform")
-    out = np.asarray(generator(k).uniform(low, high, size=shape)).astype(dt, copy=False)
+    out = np.asarray(generator(k).uniform(low, high, size=_shape(shape, "fnn.random.uniform"))).astype(dt, copy=False)
     if high > low:  # rounding (numpy's, then the cast to float32) can reach ``high``: keep it excluded
         top = dt.type(high)
         np.minimum(out, np.nextafter(top, dt.type(low)) if top >= high else top, out=out)
@@ -122,18 +131,19 @@ def normal(
 ) -> np.ndarray:
     """Normal draws with the given mean and standard deviation."""
     dt = _float_dtype(dtype, "fnn.random.normal")
-    return generator(k).normal(mean, std, size=shape).astype(dt, copy=False)
+    return np.asarray(generator(k).normal(mean, std, size=_shape(shape, "fnn.random.normal"))).astype(dt, copy=False)
 
 
 def bernoulli(k: Key, p: float, shape: tuple[int, ...]) -> np.ndarray:
     """Boolean array whose entries are ``True`` with probability ``p``."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"fnn.random.bernoulli: p must be in [0, 1], got {p}")
-    return generator(k).random(size=shape) < p
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= p <= 1.0:
+        raise ValueError(f"fnn.random.bernoulli: p must be in [0, 1], got {p!r}")
+    return generator(k).random(size=_shape(shape, "fnn.random.bernoulli")) < p
 
 
 def permutation(k: Key, n: int) -> np.ndarray:
     """A random permutation of ``range(n)`` as an ``int64`` array."""
-    if not isinstance(n, (int, np.integer)) or n < 0:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"fnn.random.permutation: n must be a non-negative int, got {n!r}")
     return generator(k).permutation(int(n))

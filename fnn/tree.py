@@ -151,7 +151,7 @@ def _structure_diff(a: Any, b: Any, path: KeyPath) -> str | None:
             if extra:
                 parts.append(f"unexpected key(s) {', '.join(extra)}")
             return f"at {path_str(path)}: {'; '.join(parts)}"
-        for k in sorted(a):
+        for k, _ in _children(a):  # _children: unsortable keys raise a TypeError that says so
             d = _structure_diff(a[k], b[k], path + (k,))
             if d:
                 return d
@@ -188,12 +188,32 @@ def check_same_structure(*trees: Tree, names: Sequence[str] | None = None, shape
                     )
 
 
+def _call_leaf(where: str, fn: Callable[..., Any], path: KeyPath, args: Sequence[Any], skip: int = 0) -> Any:
+    """``fn(*args)``; a ``ValueError``/``TypeError`` it raises (numpy's broadcasting error for
+    leaves of different shapes) is re-raised with the key path and the shapes of the leaves
+    (``args`` after the first ``skip``)."""
+    try:
+        return fn(*args)
+    except (ValueError, TypeError) as err:
+        shapes = ", ".join(str(a.shape) if isinstance(a, np.ndarray) else type(a).__name__ for a in args[skip:])
+        try:
+            new = type(err)(f"{where}: fn failed at {path_str(path)} (leaves {shapes}): {err}")
+        except Exception:  # an exception type whose constructor takes other arguments
+            raise err from None
+        raise new from err
+
+
 def map(fn: Callable[..., Any], t: Tree, *rest: Tree) -> Tree:  # noqa: A001
-    """Apply ``fn`` leafwise to one or several trees of the same structure."""
+    """Apply ``fn`` leafwise to one or several trees of the same structure.
+
+    Leaf shapes are not checked (``fn`` may combine a leaf with a per-leaf scalar);
+    an error ``fn`` raises is re-raised naming the key path and the leaves' shapes.
+    """
     check_same_structure(t, *rest, where="fnn.tree.map")
     pairs, rebuild = flatten(t)
     others = [leaves(r) for r in rest]
-    return rebuild([fn(leaf, *(o[i] for o in others)) for i, (_, leaf) in enumerate(pairs)])
+    return rebuild([_call_leaf("fnn.tree.map", fn, p, (leaf, *(o[i] for o in others)))
+                    for i, (p, leaf) in enumerate(pairs)])
 
 
 def map_with_path(fn: Callable[..., Any], t: Tree, *rest: Tree) -> Tree:
@@ -201,7 +221,8 @@ def map_with_path(fn: Callable[..., Any], t: Tree, *rest: Tree) -> Tree:
     check_same_structure(t, *rest, where="fnn.tree.map_with_path")
     pairs, rebuild = flatten(t)
     others = [leaves(r) for r in rest]
-    return rebuild([fn(p, leaf, *(o[i] for o in others)) for i, (p, leaf) in enumerate(pairs)])
+    return rebuild([_call_leaf("fnn.tree.map_with_path", fn, p, (p, leaf, *(o[i] for o in others)), skip=1)
+                    for i, (p, leaf) in enumerate(pairs)])
 
 
 def _binary(name: str, fn: Callable[[Any, Any], Any]) -> Callable[[Tree, Tree], Tree]:
@@ -235,16 +256,30 @@ def axpy(a: float, x: Tree, y: Tree) -> Tree:
     return map(lambda u, v: np.asarray(a * u + v, np.result_type(v)), x, y)
 
 
+def _numeric_leaves(where: str, t: Tree) -> list[np.ndarray]:
+    """The leaves of ``t`` as arrays; ``TypeError`` naming the key path of a leaf that is not
+    a number or an array of numbers (None, a string, an object array)."""
+    out = []
+    for path, x in flatten(t)[0]:
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "biufc":
+            raise TypeError(f"{where}: the leaf at {path_str(path)} is {type(x).__name__} of dtype {arr.dtype}; "
+                            f"expected a numeric array")
+        out.append(arr)
+    return out
+
+
 def vdot(a: Tree, b: Tree) -> float:
     """Sum over leaves of the dot product of the flattened leaves."""
     check_same_structure(a, b, names=["a", "b"], shapes=True, where="fnn.tree.vdot")
-    return float(sum(np.vdot(x, y) for x, y in zip(leaves(a), leaves(b))))
+    return float(sum(np.vdot(x, y) for x, y in zip(_numeric_leaves("fnn.tree.vdot", a),
+                                                      _numeric_leaves("fnn.tree.vdot", b))))
 
 
 def global_norm(t: Tree) -> float:
     """The L2 norm of all leaves taken together, computed in float64."""
     total = 0.0
-    for x in leaves(t):
+    for x in _numeric_leaves("fnn.tree.global_norm", t):
         v = np.asarray(x, dtype=np.float64).ravel()
         total += float(v @ v)
     return float(np.sqrt(total))

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from fnn.ops import Pair, Padding, out_size
+from fnn.ops import Padding, Pair, out_size
 
 __all__ = ["as_pair", "as_padding", "resolve_padding", "check_nchw", "check_fits"]
 

@@ -108,7 +108,7 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
             """Each example's squared norm of ``dparams``, from the per-example products
             ``dy_n @ cols_n.T`` (one ``(out_channels, C * kh * kw)`` matrix per example)."""
             dy_t = batch_last(dy).reshape(f_out, oh * ow, n)
-            per = np.matmul(dy_t.transpose(2, 0, 1), cols.reshape(-1, oh * ow, n).transpose(2, 1, 0))
+            per = np.matmul(dy_t.transpose(2, 0, 1), cols.reshape(len(cols), oh * ow, n).transpose(2, 1, 0))
             sq = np.einsum("nfk,nfk->n", per, per)
             if bias:
                 db = dy_t.sum(axis=1)

@@ -64,8 +64,8 @@ def Dense(out_features: int, bias: bool = True, w_init: _init.Initializer = _ini
             """Each example's squared norm of ``dparams`` without forming per-example gradients:
             ``|x_n|^2 |dy_n|^2`` for ``(N, F)`` inputs, Gram matrices over the middle axes otherwise."""
             dy = check_cotangent(kind, dy, out)
-            n = x.shape[0]
-            x3, dy3 = x.reshape(n, -1, n_in), dy.reshape(n, -1, out_features)
+            n, mid = x.shape[0], int(np.prod(x.shape[1:-1]))  # explicit: -1 is ambiguous for an empty batch
+            x3, dy3 = x.reshape(n, mid, n_in), dy.reshape(n, mid, out_features)
             if x3.shape[1] == 1:
                 sq = np.einsum("nf,nf->n", x3[:, 0], x3[:, 0]) * np.einsum("no,no->n", dy3[:, 0], dy3[:, 0])
             else:

@@ -19,7 +19,8 @@ def Dropout(rate: float) -> Layer:
     ``stax.Dropout`` takes the keep probability instead). Kept entries are scaled by
     ``1 / (1 - rate)`` (inverted dropout), so evaluation needs no rescaling.
     ``train=True`` needs ``key=``; the same key gives the same mask. The mask lives
-    in the vjp closure. ``rate`` must be in ``[0, 1)``.
+    in the vjp closure. ``rate`` must be in ``[0, 1)``. The mask multiplies, so a dropped
+    NaN or inf stays NaN (as in PyTorch): nothing is masked.
 
     >>> drop = Dropout(0.5)
     >>> y, _ = drop.apply({}, np.ones((2, 4)), train=True, key=fnn.random.key(0))
@@ -45,12 +46,17 @@ def Dropout(rate: float) -> Layer:
             raise ValueError(f"{kind}: train=True needs a key (apply(..., train=True, key=fnn.random.key(seed)))")
         scale = x.dtype.type(1 / (1 - rate))
         mask = _random.bernoulli(opts.key, 1 - rate, x.shape)
-        y = np.where(mask, x * scale, x.dtype.type(0))
+        y = x * scale
+        y *= mask  # a product, not np.where: a dropped NaN or inf stays NaN (nothing is masked), as in PyTorch
         out = like(y)
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], np.ndarray | None]:
             dy = check_cotangent(kind, dy, out)
-            return {}, np.where(mask, dy * scale, dy.dtype.type(0)) if need_dx else None
+            if not need_dx:
+                return {}, None
+            dx = dy * scale
+            dx *= mask
+            return {}, dx
 
         return y, vjp
 

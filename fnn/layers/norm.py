@@ -60,6 +60,8 @@ def _check_state(kind: str, state: Any, c: int, dtype: np.dtype) -> dict[str, np
         if not isinstance(s, np.ndarray) or s.shape != (c,):
             raise ValueError(f"{kind}: state[{name!r}] must have shape ({c},) for {c} channels, "
                              f"got {getattr(s, 'shape', type(s).__name__)}")
+        if s.dtype.kind != "f":
+            raise TypeError(f"{kind}: state[{name!r}] must be a float array, got dtype {s.dtype}")
     return {k: v.astype(dtype) for k, v in state.items()}  # a copy: the output state never aliases the input
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from fnn.core import Layer, Options, check_cotangent, like, make_layer, parameterless
 from fnn.layers._spatial import as_padding, as_pair, check_fits, check_nchw
-from fnn.ops import Pair, Padding, col2img, pad2d, windows
+from fnn.ops import Padding, Pair, col2img, pad2d, windows
 
 __all__ = ["MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]
 
@@ -141,10 +141,11 @@ def AvgPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
         for off in range(1, k[0] * k[1]):
             total += v[:, :, off // k[1], off % k[1]]
         y = total / div
+        x_shape = x.shape  # the vjp keeps the shape of x, not x
 
         def backward(dy: np.ndarray) -> np.ndarray:
             share = (dy / div).transpose(1, 2, 3, 0)[:, None, None]  # (C, 1, 1, OH, OW, N)
-            return col2img(np.broadcast_to(share, (c, *k, oh, ow, n)), x.shape, k, s, pads)
+            return col2img(np.broadcast_to(share, (c, *k, oh, ow, n)), x_shape, k, s, pads)
 
         return y, backward
 
@@ -161,6 +162,7 @@ def GlobalAvgPool2D() -> Layer:
         if h * w == 0:
             raise ValueError(f"{kind}: input has an empty spatial extent, shape {x.shape}")
         y = x.mean(axis=(2, 3))
-        return y, lambda dy: np.broadcast_to((dy / (h * w))[:, :, None, None], x.shape).copy()
+        x_shape = x.shape  # the vjp keeps the shape of x, not x
+        return y, lambda dy: np.broadcast_to((dy / (h * w))[:, :, None, None], x_shape).copy()
 
     return parameterless(kind, forward)

@@ -76,6 +76,27 @@ def _decay_flags(where: str, mask: DecayMask | None, params: Any) -> list[bool]:
     return [bool(flag) for flag in _tree.leaves(mask)]
 
 
+def _check_float_leaves(where: str, name: str, t: Any, arrays_only: bool) -> None:
+    """Every leaf of ``t`` must be a float numpy array or scalar (with ``arrays_only``: not a
+    Python float, since updated params keep each leaf's dtype)."""
+    for path, leaf in _tree.flatten(t)[0]:
+        if isinstance(leaf, (np.ndarray, np.generic)):
+            ok, got = leaf.dtype.kind == "f", f"dtype {leaf.dtype}"
+        else:
+            ok, got = isinstance(leaf, float) and not arrays_only, type(leaf).__name__
+        if not ok:
+            raise TypeError(f"{where}: {name} leaf at {_tree.path_str(path)} must be a float numpy array, "
+                            f"got {got}")
+
+
+def _check_step(where: str, step: Any) -> int:
+    if not (isinstance(step, (int, np.integer, np.ndarray)) and np.ndim(step) == 0 and not isinstance(step, bool)
+            and np.asarray(step).dtype.kind in "iu" and int(step) >= 0):
+        raise ValueError(f"{where}: state['step'] must be a non-negative integer (0-d array) as made by init, "
+                         f"got {step!r:.80}")
+    return int(step)
+
+
 def leafwise(where: str, lr: float | Schedule, buffers: tuple[str, ...], rule: Rule,
              weight_decay: float = 0.0, decay_mask: DecayMask | None = None) -> Optimizer:
     """Build an :class:`Optimizer` from a per-leaf ``rule`` and buffer names (buffers start at zero).
@@ -90,10 +111,13 @@ def leafwise(where: str, lr: float | Schedule, buffers: tuple[str, ...], rule: R
                         f"got {type(decay_mask).__name__}")
 
     def init(params: Any) -> dict[str, Any]:
+        _check_float_leaves(where, "params", params, arrays_only=True)
         return {"step": np.array(0, np.int64), **{b: _tree.zeros_like(params) for b in buffers}}
 
     def update(params: Any, grads: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         _tree.check_same_structure(params, grads, names=["params", "grads"], shapes=True, where=where)
+        _check_float_leaves(where, "params", params, arrays_only=True)
+        _check_float_leaves(where, "grads", grads, arrays_only=False)
         if not isinstance(state, dict) or set(state) != {"step", *buffers}:
             got = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"{where}: state must be the dict made by this optimizer's init, with keys "
@@ -101,7 +125,7 @@ def leafwise(where: str, lr: float | Schedule, buffers: tuple[str, ...], rule: R
         for b in buffers:
             _tree.check_same_structure(params, state[b], names=["params", f"state[{b!r}]"], shapes=True,
                                        where=where)
-        step = int(state["step"])
+        step = _check_step(where, state["step"])
         rate = schedule(step)
         if not (isinstance(rate, (int, float, np.floating, np.integer)) and math.isfinite(rate) and rate >= 0):
             raise ValueError(f"{where}: the learning-rate schedule gave {rate!r} at step {step}; "
