@@ -40,7 +40,6 @@ import inspect
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -97,7 +96,22 @@ from fnn.ops import col2img, img2col, matmul_nt, matmul_wide
 from fnn.optim import sgd
 
 sys.path.insert(0, str(HERE))
+import _harness as harness
 import _loop_reference as loopref
+from _harness import (
+    interleave,
+    max_rel_diff,
+    mib,
+    ms,
+    ms_spread,
+    paired_ratios,
+    print_footer,
+    print_machine,
+    quantiles,
+    ratio_spread,
+    table,
+    timed,
+)
 
 torch: Any = None
 TORCH_NOTE = "left out (--no-torch)"
@@ -241,58 +255,7 @@ def make_contenders(net: fnn.Layer, params: Any, x: np.ndarray, labels: np.ndarr
     return out
 
 
-# --- statistics and formatting -----------------------------------------------------------------
-
-def quantiles(v: Sequence[float]) -> tuple[float, float, float]:
-    q25, q50, q75 = np.percentile(np.asarray(v, dtype=np.float64), [25, 50, 75])
-    return float(q25), float(q50), float(q75)
-
-
-def ms(t: float) -> str:
-    t *= 1e3
-    return f"{t:.0f}" if t >= 100 else f"{t:.1f}" if t >= 10 else f"{t:.2f}" if t >= 1 else f"{t:.3f}"
-
-
-def ms_spread(v: Sequence[float]) -> str:
-    q25, q50, q75 = quantiles(v)
-    return f"{ms(q50)} [{ms(q25)}–{ms(q75)}]"
-
-
-def ratio_spread(v: Sequence[float]) -> str:
-    if not v:
-        return "–"
-    q25, q50, q75 = quantiles(v)
-    return f"**{q50:.2f}** [{q25:.2f}–{q75:.2f}]"
-
-
-def mib(nbytes: float) -> str:
-    return f"{nbytes / 2**20:.1f} MiB"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
-    align = align or "l" + "r" * (len(header) - 1)
-    rule = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 # --- correctness check ------------------------------------------------------------------------
-
-def max_rel_diff(a: Any, b: Any) -> float:
-    worst = 0.0
-    for name in a:
-        for k in a[name]:
-            x, y = np.asarray(a[name][k], np.float64), np.asarray(b[name][k], np.float64)
-            worst = max(worst, float(np.abs(x - y).max() / max(np.abs(x).max(), 1e-30)))
-    return worst
-
 
 def check_one_step(contenders: list[Any]) -> tuple[str, dict[str, float]]:
     """One train step of each contender (also their first warm-up step); compare losses and params."""
@@ -331,25 +294,8 @@ def bench_batch(n: int, net: fnn.Layer, params: Any) -> dict[str, Any]:
     if "reference" in first:
         per_round = 1.5 * first["reference"]  # train + inference, roughly
         every["reference"] = max(1, math.ceil(per_round * ARGS.repeats / REFERENCE_BUDGET_S))
-    times: dict[tuple[str, str], list[tuple[int, float]]] = {(c.name, k): [] for c in contenders
-                                                             for k in kinds_of(c)}
-    for r in range(ARGS.warmup + ARGS.repeats):
-        order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
-        for kind in KINDS:
-            for c in order:
-                if r % every[c.name] or kind not in kinds_of(c):
-                    continue
-                dt = timed(getattr(c, kind))
-                if r >= ARGS.warmup:
-                    times[c.name, kind].append((r, dt))
+    times = interleave(contenders, KINDS, ARGS.warmup, ARGS.repeats, lambda c, kind: kind in kinds_of(c), every)
     return {"n": n, "check": check, "every": every, "times": times, "contenders": contenders}
-
-
-def paired_ratios(times: dict[tuple[str, str], list[tuple[int, float]]], other: str, kind: str,
-                  other_kind: str | None = None) -> list[float]:
-    """fnn's ``kind`` step / ``other``'s ``other_kind`` step (default: the same kind), round by round."""
-    mine = dict(times["fnn", kind])
-    return [mine[r] / t for r, t in times[other, other_kind or kind] if r in mine]
 
 
 def ratio_against(times: dict[tuple[str, str], list[tuple[int, float]]], other: str, kind: str) -> list[float]:
@@ -471,7 +417,7 @@ def breakdown(net: fnn.Layer, params: Any, n: int) -> dict[str, float]:
     upd_t: list[float] = []
     whole: list[float] = []
     splits: dict[str, dict[str, Callable[[], Any]] | None] = {}
-    for i, (name, layer) in enumerate(layers):
+    for i, (name, _) in enumerate(layers):
         if name in CONV_PADDING:
             splits[name] = conv_vjp_parts(params[name], xs[i], dys[i], CONV_PADDING[name], vjps[i])
     split_t: dict[tuple[str, str], list[float]] = {(c, p): [] for c, s in splits.items() if s for p in s}
@@ -535,9 +481,10 @@ def breakdown(net: fnn.Layer, params: Any, n: int) -> dict[str, float]:
     rows.append(["", "**sum of parts**", "", "", ms(sum(map(med, fwd)) + med(loss_t)),
                  ms(sum(map(med, bwd)) + med(upd_t)), ms(total), "100%", ms(total_min), "100%"])
     rows.append(["", "whole train step", "measured in the same rounds", "", "", "", ms(med(whole)),
-                 f"{100 * med(whole) / total:.0f}% of sum", ms(min(whole)), f"{100 * min(whole) / total_min:.0f}% of sum"])
-    print(table(["#", "layer", "kind", "output", "forward ms", "vjp ms", "fwd+vjp ms", "share", "min ms", "share of min"],
-                rows, "rllrrrrrrr"))
+                 f"{100 * med(whole) / total:.0f}% of sum", ms(min(whole)),
+                 f"{100 * min(whole) / total_min:.0f}% of sum"])
+    print(table(["#", "layer", "kind", "output", "forward ms", "vjp ms", "fwd+vjp ms", "share", "min ms",
+                 "share of min"], rows, "rllrrrrrrr"))
     print()
     print(f"Medians over {ARGS.repeats} rounds; each layer's apply(train=True) and vjp timed alone on the real "
           f"intermediate activations and cotangents of a batch of {n}. The forward column of the loss holds "
@@ -716,9 +663,10 @@ def report_no_dx(dx_cost: dict[str, float], results: list[dict[str, Any]]) -> No
         print(table(["batch", "no-dx step / train step (same round), median [IQR]", "time saved"], rows))
         print()
         if "_first_vjp_no_dx" in dx_cost:
+            saving = 100 * (dx_cost["_first_vjp"] - dx_cost["_first_vjp_no_dx"]) / dx_cost["_total"]
             print(f"From the breakdown at batch {ARGS.breakdown_batch}: {first}'s vjp takes "
                   f"{ms(dx_cost['_first_vjp'])} ms with dx and {ms(dx_cost['_first_vjp_no_dx'])} ms with "
-                  f"need_dx=False, a saving of {100 * (dx_cost['_first_vjp'] - dx_cost['_first_vjp_no_dx']) / dx_cost['_total']:.1f}% "
+                  f"need_dx=False, a saving of {saving:.1f}% "
                   f"of the sum of parts" + (f" (the dx parts of the split add up to {ms(dx_cost[first])} ms)."
                                             if first in dx_cost else "."))
     else:
@@ -738,42 +686,9 @@ def report_no_dx(dx_cost: dict[str, float], results: list[dict[str, Any]]) -> No
 
 # --- main ---------------------------------------------------------------------------------------
 
-def blas_threads() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-
-        info = [f"{d.get('internal_api')} {d.get('num_threads')} threads" for d in threadpool_info()
-                if d.get("user_api") == "blas"]
-        return ", ".join(info) or "unknown"
-    except Exception:  # noqa: BLE001
-        return f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
-
-
 def blas_stall_check() -> str:
-    """Time a small product on the configured BLAS threads and on one; threaded BLAS stalls on a busy machine."""
-    if ARGS.threads == 1:
-        return ""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return ""
-    rng = np.random.default_rng(SEED)
-    a = rng.standard_normal((128, 400)).astype(np.float32)
-    b = rng.standard_normal((400, 120)).astype(np.float32)
-
-    def median_time() -> float:
-        return quantiles([timed(lambda: a @ b) for _ in range(25)])[1]
-
-    many = median_time()
-    with threadpool_limits(1, user_api="blas"):
-        one = median_time()
-    line = (f"BLAS check: a (128, 400) @ (400, 120) float32 product (Dense(120)'s forward at batch 128) takes "
-            f"{ms(many)} ms on {ARGS.threads} BLAS threads and {ms(one)} ms on one.")
-    if many > 3 * one:
-        line += (" **Threaded BLAS is stalling on this machine** (its threads wait for each other to get a CPU): "
-                 "fnn's small products, the Dense layers above all, are inflated far beyond their cost on an "
-                 "idle machine; `--threads 1` shows the profile without that.")
-    return line
+    return harness.blas_stall_check(ARGS.threads, (128, 400), (400, 120), "Dense(120)'s forward at batch 128",
+                                    "fnn's small products, the Dense layers above all,", SEED)
 
 
 def main() -> None:
@@ -781,7 +696,6 @@ def main() -> None:
         rss_probe(ARGS.rss_probe)
         return
     t_start = time.time()
-    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
     global NEED_DX
     net = build_fnn()
     params = net.init(fnn.random.key(SEED), (1, 28, 28))
@@ -789,18 +703,7 @@ def main() -> None:
 
     print("## LeNet-5 on fnn: train step and inference")
     print()
-    versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__} (BLAS: {blas_threads()})"]
-    versions.append(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)" if torch is not None
-                    else f"PyTorch {TORCH_NOTE}")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    print(f"{'; '.join(versions)}; {platform.machine()}, {cpus} usable CPUs"
-          + (f"; load average at start {load0[0]:.2f}." if load0 else "."))
-    if load0 and load0[0] > cpus:
-        print(f"**Warning: the machine is oversubscribed** (load {load0[0]:.1f} on {cpus} CPUs). Multi-threaded "
-              f"code suffers most: a worker thread that loses its CPU stalls the others at every barrier, which "
-              f"hits PyTorch's OpenMP pool (many small parallel regions per step) harder than NumPy's BLAS. "
-              + ("Expect inflated, erratic torch times; `--threads 1` compares the libraries on one thread each."
-                 if ARGS.threads > 1 else "With one thread each, as here, the comparison is much less sensitive."))
+    load0, cpus = print_machine(ARGS.threads, torch, TORCH_NOTE)
     stall = blas_stall_check()
     if stall:
         print(stall)
@@ -833,11 +736,7 @@ def main() -> None:
     if stall:
         print(stall.replace("BLAS check:", "BLAS check again at the end:"))
         print()
-    load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
-    if load1 and load1[0] > cpus and not (load0 and load0[0] > cpus):
-        print(f"**Warning:** the load rose to {load1[0]:.1f} on {cpus} CPUs during the run; see the ratios' IQRs.")
-    print(f"Wall time {time.time() - t_start:.0f} s" + (f"; load average at end {load1[0]:.2f}" if load1 else "")
-          + f" on {cpus} CPUs. The machine may be shared: trust the ratios of one run more than its absolute times.")
+    print_footer(t_start, load0, cpus)
 
 
 if __name__ == "__main__":

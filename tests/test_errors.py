@@ -61,10 +61,6 @@ def softplus():
 
 # One row per layer taking one array: (id, constructor, example shape). Used by the dtype,
 # NaN and empty-batch entries.
-RECURRENT_EMPTY = pytest.mark.xfail(
-    strict=True, raises=ValueError,
-    reason="recurrent.py _project reshapes with (t, n, -1), ambiguous for N = 0; "
-           "fix: .reshape(t, n, p['w_ih'].shape[1]) (file owned by a concurrent change)")
 LAYERS = [
     ("Dense", lambda: Dense(3), (4,)),
     ("Dense-seq", lambda: Dense(3, bias=False), (2, 4)),
@@ -209,9 +205,8 @@ def test_check_finite_names_the_first_nonfinite_layer(make, x, match):
 
 def empty_batch_rows():
     for name, make, shape in LAYERS:
-        marks = [RECURRENT_EMPTY] if name in ("RNN", "LSTM", "GRU") else []
-        yield pytest.param(make, shape, id=name, marks=marks)
-    yield pytest.param(lambda: fnn.serial(LSTM(3), LastStep()), (4, 2), id="serial-LSTM", marks=[RECURRENT_EMPTY])
+        yield pytest.param(make, shape, id=name)
+    yield pytest.param(lambda: fnn.serial(LSTM(3), LastStep()), (4, 2), id="serial-LSTM")
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
