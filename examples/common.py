@@ -148,7 +148,8 @@ class Trained(NamedTuple):
 def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *, epochs: int, batch_size: int,
           key: fnn.random.Key, loss: Loss = fnn.losses.softmax_cross_entropy, state: Any = None,
           opt_state: Any = None, start_epoch: int = 0, history: dict[str, list[float]] | None = None,
-          on_epoch_end: Callable[[int, Trained], Any] | None = None) -> Trained:
+          on_epoch_end: Callable[[int, Trained], Any] | None = None,
+          clip: Callable[[Any], Any] | None = None) -> Trained:
     """Train from epoch ``start_epoch`` up to ``epochs`` over ``data.x_train``; evaluate on the
     held-out set (with plain cross-entropy) after each epoch.
 
@@ -157,7 +158,9 @@ def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *,
     ``(params, state, opt_state)`` continues exactly as the uninterrupted run would.
     ``state`` (BatchNorm statistics) is threaded through the steps and used for
     evaluation. ``on_epoch_end(epoch_done, trained)`` is called after each epoch (to
-    save a checkpoint, say). ``history`` holds one value per epoch under
+    save a checkpoint, say). ``clip(grads) -> grads``, if given, is applied to every
+    step's gradients before ``opt.update`` (gradient clipping, say
+    ``lambda g: fnn.optim.clip_by_global_norm(g, 1.0)``). ``history`` holds one value per epoch under
     ``train_loss``, ``train_acc`` (running, in training mode), ``held_loss``,
     ``held_acc`` and ``seconds``.
     """
@@ -176,6 +179,8 @@ def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *,
             state = out.state
             value, dlogits = loss(logits, y)
             grads, _ = vjp(dlogits, need_dx=False)
+            if clip is not None:
+                grads = clip(grads)
             params, opt_state = opt.update(params, grads, opt_state)
             total_loss += value * len(x)
             correct += float(np.sum(logits.argmax(axis=1) == y))

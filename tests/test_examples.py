@@ -37,6 +37,8 @@ EXAMPLES = [
     Example("mlp_digits", ("--epochs", "1", "--limit", "200")),
     Example("lenet_random_batch", ("--steps", "3"), digits=False, mnist=False, plot=False, expect="loss: start"),
     Example("lenet_digits", ("--epochs", "1", "--limit", "200")),
+    Example("rnn_digits", ("--epochs", "1", "--limit", "200", "--hidden", "32")),
+    Example("resnet_digits", ("--epochs", "1", "--limit", "200")),
 ]
 
 

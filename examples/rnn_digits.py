@@ -1,0 +1,73 @@
+"""A recurrent network classifies handwritten digits by reading each image one row per time step.
+
+It shows fnn's recurrent layers on batch-first sequences ``(N, T, F)``:
+``fnn.serial(LSTM(128), LastStep(), Dense(10))`` (or ``GRU`` / ``RNN`` with ``--cell``),
+where ``LastStep`` keeps the final hidden state. The images ``(N, 1, H, W)`` are reshaped
+once to sequences ``(N, H, W)``: H time steps of W pixels (8 x 8 on scikit-learn's
+digits, 28 x 28 on MNIST). Training uses Adam on a cosine learning-rate schedule with
+gradient clipping by global norm (``fnn.optim.clip_by_global_norm``, passed to
+``common.train`` as ``clip``), as recurrent nets usually are.
+
+    python examples/rnn_digits.py                                          # digits, LSTM
+    python examples/rnn_digits.py --mnist ../shared/data/mnist             # MNIST, LSTM
+    python examples/rnn_digits.py --mnist ../shared/data/mnist --cell gru  # MNIST, GRU
+
+On the 8x8 digits (1,438 train / 359 held out) the LSTM ends at 96-98 % held-out
+accuracy (seeds 0-3: 98.05, 96.94, 96.10, 96.66 %) in about 3 s. On the shared MNIST
+folder (the t10k file split 8,000 / 2,000 by the rule i % 5 == 4), LSTM(128) reaches
+97.8-98.3 % (seeds 0-3: 97.80, 97.95, 98.25, 97.80 %) in about 45 s on a 2-core machine
+(30 epochs of 1.4 s) and GRU(128) 97.9-98.2 % in about 50 s; PyTorch's LSTM(128) with
+Adam and a cosine schedule gets 97.3-97.4 % on the same split in 20 epochs. ``--cell rnn``
+(a plain tanh RNN, for comparison) gets about 96 % on MNIST's 28-step sequences.
+It prints the model summary, the per-epoch losses and accuracies and the confusion
+matrix, and writes the loss and accuracy curves to rnn_digits.png (with matplotlib;
+--plot '' for none).
+"""
+
+import time
+
+import common
+
+import fnn
+from fnn.layers import GRU, LSTM, RNN, Dense, LastStep
+
+# Hyperparameters (the same for both data sets)
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+HIDDEN = 128
+EPOCHS = 30
+BATCH_SIZE = 64
+LR = 5e-3  # peak of the cosine schedule
+CLIP_NORM = 1.0  # global L2 norm of the gradients
+
+parser = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, plot="rnn_digits.png")
+parser.add_argument("--cell", choices=tuple(CELLS), default="lstm", help="recurrent layer")
+parser.add_argument("--hidden", type=int, default=HIDDEN, metavar="H", help="hidden state size")
+args = parser.parse_args()
+start = time.perf_counter()
+data = common.load_data(args.mnist, args.seed, args.limit)
+# (N, 1, H, W) images -> (N, H, W) sequences: one image row per time step
+data = data._replace(x_train=data.x_train[:, 0], x_held=data.x_held[:, 0])
+print(f"sequences: {data.x_train.shape[1]} time steps of {data.x_train.shape[2]} features")
+
+net = fnn.serial(CELLS[args.cell](args.hidden), LastStep(), Dense(10))
+init_key, train_key = fnn.random.split(fnn.random.key(args.seed))
+params = net.init(init_key, data.x_train.shape[1:])
+fnn.summary(net, data.x_train.shape[1:], params=params)
+
+steps = args.epochs * common.steps_per_epoch(len(data.x_train), args.batch_size)
+opt = fnn.optim.adam(fnn.optim.cosine(args.lr, steps))
+
+
+def clip(grads):
+    return fnn.optim.clip_by_global_norm(grads, CLIP_NORM)
+
+
+params, state, _, history = common.train(net, params, opt, data, epochs=args.epochs, batch_size=args.batch_size,
+                                         key=train_key, clip=clip)
+
+logits = common.predict(net, params, data.x_held, state)
+common.print_confusion(common.confusion_matrix(data.y_held, logits.argmax(axis=1)))
+common.save_curves(history, args.plot)
+correct = int((logits.argmax(axis=1) == data.y_held).sum())
+print(f"held-out accuracy: {correct / len(data.y_held):.2%} ({correct}/{len(data.y_held)})")
+print(f"total time: {time.perf_counter() - start:.1f} s")
