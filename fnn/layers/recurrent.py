@@ -414,9 +414,10 @@ def LastStep() -> Layer:
 
     def forward(x: Arr) -> Any:
         _check_sequence("LastStep()", x)
+        shape = x.shape  # the vjp keeps the shape, not x
 
         def backward(dy: Arr) -> Arr:
-            dx = np.zeros(x.shape, dy.dtype)
+            dx = np.zeros(shape, dy.dtype)
             dx[:, -1] = dy
             return dx
 
