@@ -65,6 +65,7 @@ __all__ = [
     "NonFiniteError",
     "parameterless",
     "check_params",
+    "check_no_params",
     "check_cotangent",
     "ShapeDtype",
     "like",
@@ -287,7 +288,8 @@ def check_cotangent(kind: str, dy: Any, y: Any) -> Any:
     return dy.astype(y.dtype, copy=False)
 
 
-def _no_params(kind: str, params: Any) -> None:
+def check_no_params(kind: str, params: Any) -> None:
+    """A parameterless layer must be given ``{}`` as params."""
     if not (isinstance(params, dict) and not params):
         raise ValueError(f"{kind}: has no parameters and expects params {{}}, got {params!r:.80}")
 
@@ -304,7 +306,7 @@ def parameterless(kind: str, forward: Callable[[Any], tuple[Any, Callable[[Any],
         return {}
 
     def apply(params: Any, x: np.ndarray, opts: Options) -> Any:
-        _no_params(kind, params)
+        check_no_params(kind, params)
         y, backward = forward(x)
         out = like(y)
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from fnn import random as _random
-from fnn.core import Layer, Options, check_cotangent, like, make_layer
+from fnn.core import Layer, Options, check_cotangent, check_no_params, like, make_layer
 
 __all__ = ["Dropout"]
 
@@ -36,8 +36,7 @@ def Dropout(rate: float) -> Layer:
         return {}
 
     def apply(params: Any, x: np.ndarray, opts: Options) -> Any:
-        if not (isinstance(params, dict) and not params):
-            raise ValueError(f"{kind}: has no parameters and expects params {{}}, got {params!r:.80}")
+        check_no_params(kind, params)
         if not opts.train or rate == 0:
             y = x.copy()
             out = like(y)

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from fnn.core import Layer, Options, check_cotangent, like, make_layer, parameterless
+from fnn.core import Layer, Options, check_cotangent, check_no_params, like, make_layer, parameterless
 from fnn.layers._spatial import as_padding, as_pair, check_fits, check_nchw
 from fnn.ops import Padding, Pair, col2img, pad2d, windows
 
@@ -35,8 +35,7 @@ def _pool_layer(kind: str, k: Pair, s: Pair, pads: Padding, forward: Any) -> Lay
         return {}
 
     def apply(params: Any, x: np.ndarray, opts: Options) -> Any:
-        if not (isinstance(params, dict) and not params):
-            raise ValueError(f"{kind}: has no parameters and expects params {{}}, got {params!r:.80}")
+        check_no_params(kind, params)
         check_nchw(kind, x)
         y, backward = forward(x, *check_fits(kind, x.shape[2:], pads, k, (1, 1), s))
         out = like(y)
