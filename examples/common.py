@@ -233,6 +233,19 @@ def save_curves(history: dict[str, list[float]], path: str | None) -> None:
     print(f"curves written to {path}")
 
 
+def report(net: fnn.Layer, params: Any, state: Any, data: Split, history: dict[str, list[float]], plot: str | None,
+           start: float) -> float:
+    """The end of every example: the confusion matrix and accuracy on the held-out set, the
+    curves PNG, the total time since ``start`` (a ``time.perf_counter()``). Returns the accuracy."""
+    predictions = predict(net, params, data.x_held, state).argmax(axis=1)
+    print_confusion(confusion_matrix(data.y_held, predictions))
+    save_curves(history, plot)
+    correct = int((predictions == data.y_held).sum())
+    print(f"held-out accuracy: {correct / len(data.y_held):.2%} ({correct}/{len(data.y_held)})")
+    print(f"total time: {time.perf_counter() - start:.1f} s")
+    return correct / len(data.y_held)
+
+
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int = 10) -> np.ndarray:
     """``(n_classes, n_classes)`` counts: row = true class, column = predicted class."""
     return np.bincount(labels * n_classes + predictions, minlength=n_classes * n_classes).reshape(n_classes, n_classes)

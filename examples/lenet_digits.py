@@ -108,9 +108,4 @@ trained = common.train(net, params, opt, data, epochs=args.epochs, batch_size=ar
                        state=state, opt_state=opt_state, start_epoch=start_epoch, history=history,
                        on_epoch_end=checkpoint)
 
-logits = common.predict(net, trained.params, data.x_held, trained.state)
-common.print_confusion(common.confusion_matrix(data.y_held, logits.argmax(axis=1)))
-common.save_curves(trained.history, args.plot)
-correct = int((logits.argmax(axis=1) == data.y_held).sum())
-print(f"held-out accuracy: {correct / len(data.y_held):.2%} ({correct}/{len(data.y_held)})")
-print(f"total time: {time.perf_counter() - start:.1f} s")
+common.report(net, trained.params, trained.state, data, trained.history, args.plot, start)

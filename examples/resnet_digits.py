@@ -102,9 +102,4 @@ opt = fnn.optim.sgd(schedule, momentum=MOMENTUM, nesterov=True, weight_decay=WEI
 params, state, _, history = common.train(net, params, opt, data, epochs=args.epochs, batch_size=args.batch_size,
                                          key=train_key)
 
-logits = common.predict(net, params, data.x_held, state)
-common.print_confusion(common.confusion_matrix(data.y_held, logits.argmax(axis=1)))
-common.save_curves(history, args.plot)
-correct = int((logits.argmax(axis=1) == data.y_held).sum())
-print(f"held-out accuracy: {correct / len(data.y_held):.2%} ({correct}/{len(data.y_held)})")
-print(f"total time: {time.perf_counter() - start:.1f} s")
+common.report(net, params, state, data, history, args.plot, start)
