@@ -70,6 +70,7 @@ __all__ = [
     "ShapeDtype",
     "like",
     "output_shape",
+    "batch_of",
     "name_layers",
     "split_options",
     "serial",
@@ -324,10 +325,15 @@ def _snake(kind: str) -> str:
     return re.sub(r"(?<=[a-z])(?=[A-Z][a-z])", "_", name).lower()
 
 
-def _dummy(shape: Any, dtype: np.dtype) -> Any:
+def batch_of(shape: Any, dtype: Any, batch_size: int = 1, key: _random.Key | None = None) -> Any:
+    """A batch for examples of ``shape`` (a tuple of shapes gives a tuple of arrays):
+    zeros, or standard normal draws from ``key``."""
     if shape and all(isinstance(s, tuple) for s in shape):
-        return tuple(_dummy(s, dtype) for s in shape)
-    return np.zeros((1, *shape), dtype)
+        keys = _random.split(key, len(shape)) if key is not None else [None] * len(shape)
+        return tuple(batch_of(s, dtype, batch_size, k) for s, k in zip(shape, keys))
+    if key is None:
+        return np.zeros((batch_size, *shape), dtype)
+    return _random.normal(key, (batch_size, *shape), dtype)
 
 
 def _shape_of(y: Any) -> Any:
@@ -349,7 +355,7 @@ def output_shape(layer: Layer, params: Any, shape: Any, dtype: Any = np.float32)
 
     Found by applying the layer, in evaluation mode, to a batch of one zero example.
     """
-    y, _ = layer.apply(params, _dummy(shape, np.dtype(dtype)))
+    y, _ = layer.apply(params, batch_of(shape, dtype))
     return _shape_of(y)
 
 

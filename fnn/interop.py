@@ -25,7 +25,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
-from fnn.core import Layer, _dummy
+from fnn.core import Layer, batch_of
 
 __all__ = ["from_torch_state_dict", "to_torch_state_dict"]
 
@@ -96,7 +96,7 @@ def _groups(state_dict: dict[str, Any]) -> list[tuple[str, dict[str, np.ndarray]
 
 def _fresh(layer: Layer, shape: Any, dtype: Any) -> tuple[Any, Any]:
     params = layer.init(_random.key(0), shape, dtype)
-    return params, layer.apply(params, _dummy(shape, np.dtype(dtype))).state
+    return params, layer.apply(params, batch_of(shape, dtype)).state
 
 
 def from_torch_state_dict(layer: Layer, state_dict: dict[str, Any], shape: Any,

@@ -16,7 +16,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
-from fnn.core import Layer, ShapeDtype, like
+from fnn.core import Layer, ShapeDtype, batch_of, like
 
 __all__ = ["Row", "summary", "closure_arrays"]
 
@@ -94,12 +94,8 @@ def summary(layer: Layer, shape: Any, batch_size: int = 1, *, params: Any = None
     if params is None:
         params = layer.init(k_init, shape, dtype)
 
-    def draw(s: Any, k: _random.Key) -> Any:
-        if s and all(isinstance(v, tuple) for v in s):
-            return tuple(draw(v, kk) for v, kk in zip(s, _random.split(k, len(s))))
-        return _random.normal(k, (batch_size, *s), dtype)
-
-    out = layer.apply(params, draw(tuple(shape), k_x), train=train, key=k_apply if train else None)
+    x = batch_of(tuple(shape), dtype, batch_size, k_x)
+    out = layer.apply(params, x, train=train, key=k_apply if train else None)
     param_ids = {id(_root(p)) for p in _tree.leaves(params) if isinstance(p, np.ndarray)}
 
     def cached(fn: Callable[..., Any]) -> dict[int, np.ndarray]:

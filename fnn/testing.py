@@ -27,7 +27,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
-from fnn.core import Layer, _shape_of, output_shape
+from fnn.core import Layer, _shape_of, batch_of, output_shape
 
 __all__ = ["GradientCheckError", "ContractError", "check_vjp", "check_vjp_fn", "check_layer"]
 
@@ -206,13 +206,8 @@ def check_layer(
     def fail(prop: str, detail: str) -> None:
         raise ContractError(f"check_layer({layer.kind}): {prop}: {detail}")
 
-    def draw(s: Any, k: _random.Key) -> Any:
-        if s and all(isinstance(v, tuple) for v in s):
-            return tuple(draw(v, kk) for v, kk in zip(s, _random.split(k, len(s))))
-        return _random.normal(k, (batch_size, *s), np.float64)
-
     params = layer.init(k_init, shape, np.float64) if params is None else _as64(params)
-    x = draw(tuple(shape), k_x) if x is None else _as64(x)
+    x = batch_of(tuple(shape), np.float64, batch_size, k_x) if x is None else _as64(x)
 
     def run(p: Any, v: Any) -> Any:
         return layer.apply(p, v, **options)

@@ -69,7 +69,7 @@ def MaxPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
     with ``-inf``. The vjp keeps only the arg-max offset of each window (``uint8``
     for kernels up to 16 x 16) and routes ``dy`` to it; on ties the first maximum
     in row-major window order gets the gradient. NaN inputs propagate to the output
-(and its gradient goes to the NaN).
+    (and its gradient goes to the NaN).
 
     >>> pool = MaxPool2D(2)
     >>> y, _ = pool.apply({}, np.arange(16.0).reshape(1, 1, 4, 4))
