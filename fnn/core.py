@@ -5,7 +5,7 @@ The protocol
 A layer is a pair of pure functions, made by a constructor such as ``Dense(128)``::
 
     params = init(key, shape, dtype=np.float32)
-    y, vjp = apply(params, x, *, train=False, key=None, state=None)
+    y, vjp = apply(params, x, *, train=False, key=None, state=None, world=None)
     dparams, dx = vjp(dy)
 
 ``shape`` is the shape of *one example*, without the batch axis; ``x`` carries a
@@ -34,7 +34,10 @@ draw random numbers (``serial`` splits it so each layer gets its own);
 ``state`` is the layer's non-trainable state (BatchNorm running statistics),
 ``None`` meaning the layer's initial state; ``check_finite=True`` makes the
 first layer whose output holds NaN or inf raise :class:`NonFiniteError` (NaN
-otherwise propagates, as in numpy: nothing is ever masked). ``apply`` returns an :class:`Output`:
+otherwise propagates, as in numpy: nothing is ever masked); ``world``, a
+:class:`fnn.distributed.World`, says that ``x`` is this rank's shard of a
+global batch split across processes (BatchNorm then uses the statistics of the
+global batch, Dropout folds the rank into its key). ``apply`` returns an :class:`Output`:
 a 2-tuple ``(y, vjp)`` that also has ``.state``, the layer's updated state
 (``{}`` for layers without state). State never lives in ``params``, so the
 optimizer and weight decay never see it. See ``docs/design.md``.
@@ -54,6 +57,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
+from fnn.distributed import World
 
 __all__ = [
     "Layer",
@@ -88,6 +92,7 @@ class Options(NamedTuple):
     key: _random.Key | None = None
     state: Any = None
     check_finite: bool = False
+    world: World | None = None
 
 
 class NonFiniteError(ValueError):
@@ -211,16 +216,19 @@ def make_layer(
         return init(key, _check_shape(shape, f"{kind}.init"), _check_dtype(dtype, f"{kind}.init"))
 
     def layer_apply(params: Any, x: Any, *, train: bool = False, key: _random.Key | None = None,
-                    state: Any = None, check_finite: bool = False) -> Output:
+                    state: Any = None, check_finite: bool = False, world: World | None = None) -> Output:
         if isinstance(x, tuple) and not tuple_input:
             raise TypeError(f"{kind}: input must be one array, got a tuple of {len(x)}")
         x = _check_input(x, kind)
         if key is not None:
             _random.check_key(key, f"{kind}: option key")
+        if world is not None and not isinstance(world, World):
+            raise TypeError(f"{kind}: option world must be an fnn.distributed.World (fnn.distributed.world()) "
+                            f"or None, got {type(world).__name__}")
         if check_finite and not _finite(x):
             nan, inf = _count_nonfinite(x)
             raise NonFiniteError(f"{kind}: check_finite: the input already has {nan} NaN and {inf} inf values")
-        out = apply(params, x, Options(bool(train), key, state, bool(check_finite)))
+        out = apply(params, x, Options(bool(train), key, state, bool(check_finite), world))
         out = out if isinstance(out, Output) else Output(*out)
         if check_finite and not _finite(out[0]):
             nan, inf = _count_nonfinite(out[0])
@@ -374,7 +382,8 @@ def apply_child(layer: Layer, params: Any, x: Any, opts: Options, key: _random.K
     A non-empty ``state`` given to a sub-layer that has no state is a ``ValueError``
     rather than silently ignored: it was saved for another layer or architecture.
     """
-    out = layer.apply(params, x, train=opts.train, key=key, state=state, check_finite=opts.check_finite)
+    out = layer.apply(params, x, train=opts.train, key=key, state=state, check_finite=opts.check_finite,
+                      world=opts.world)
     if state is not None and not (isinstance(state, dict) and not state) and not out.state:
         got = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{layer.kind}: has no state but was given state {got} "

@@ -18,18 +18,13 @@ import numpy as np
 
 from fnn import random as _random
 
-__all__ = ["batches", "one_hot", "load_idx", "load_mnist", "IDXError"]
+__all__ = ["batches", "batch_indices", "one_hot", "load_idx", "load_mnist", "IDXError"]
 
 
-def batches(key: _random.Key | None, arrays: Sequence[np.ndarray], batch_size: int, shuffle: bool = True,
-            drop_last: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
-    """Iterate over tuples of aligned mini-batches of ``arrays`` (a tuple of arrays sharing
-    their first axis length; pass ``(x,)`` for a single array).
-
-    The order is a permutation drawn from ``key`` when ``shuffle`` (a key is then
-    required), so the same key gives the same batches. ``drop_last`` drops a final
-    short batch. Arguments are checked when ``batches`` is called, not at the first batch.
-    """
+def batch_indices(key: _random.Key | None, arrays: Sequence[np.ndarray], batch_size: int, shuffle: bool = True,
+                  drop_last: bool = False) -> tuple[tuple[np.ndarray, ...], Iterator[np.ndarray]]:
+    """Check the arguments of :func:`batches` and return ``(arrays, index batches)``: the arrays
+    as numpy arrays and an iterator over the row indices of each batch."""
     if isinstance(arrays, np.ndarray) or not isinstance(arrays, (tuple, list)):
         raise TypeError(f"batches: arrays must be a tuple of arrays such as (x, y) or (x,), "
                         f"got {type(arrays).__name__}")
@@ -50,7 +45,22 @@ def batches(key: _random.Key | None, arrays: Sequence[np.ndarray], batch_size: i
     else:
         order = np.arange(n)
     stop = n - n % batch_size if drop_last else n
-    return (tuple(a[order[start:start + batch_size]] for a in arrays) for start in range(0, stop, batch_size))
+    return arrays, (order[start:start + batch_size] for start in range(0, stop, batch_size))
+
+
+def batches(key: _random.Key | None, arrays: Sequence[np.ndarray], batch_size: int, shuffle: bool = True,
+            drop_last: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
+    """Iterate over tuples of aligned mini-batches of ``arrays`` (a tuple of arrays sharing
+    their first axis length; pass ``(x,)`` for a single array).
+
+    The order is a permutation drawn from ``key`` when ``shuffle`` (a key is then
+    required), so the same key gives the same batches. ``drop_last`` drops a final
+    short batch. Arguments are checked when ``batches`` is called, not at the first batch.
+    For data-parallel training, :func:`fnn.distributed.batches` gives each rank its
+    part of the same batches.
+    """
+    arrays, index_batches = batch_indices(key, arrays, batch_size, shuffle, drop_last)
+    return (tuple(a[idx] for a in arrays) for idx in index_batches)
 
 
 def one_hot(labels: np.ndarray, n: int, dtype: Any = np.float32) -> np.ndarray:

@@ -8,6 +8,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn.core import Layer, Options, check_cotangent, check_no_params, like, make_layer
+from fnn.distributed import rank_key
 
 __all__ = ["Dropout"]
 
@@ -20,7 +21,9 @@ def Dropout(rate: float) -> Layer:
     ``1 / (1 - rate)`` (inverted dropout), so evaluation needs no rescaling.
     ``train=True`` needs ``key=``; the same key gives the same mask. The mask lives
     in the vjp closure. ``rate`` must be in ``[0, 1)``. The mask multiplies, so a dropped
-    NaN or inf stays NaN (as in PyTorch): nothing is masked.
+    NaN or inf stays NaN (as in PyTorch): nothing is masked. Given ``world=`` (data
+    parallel), the mask comes from ``fnn.distributed.rank_key(world, key)``, so ranks,
+    which hold different examples, never share a mask by accident.
 
     >>> drop = Dropout(0.5)
     >>> y, _ = drop.apply({}, np.ones((2, 4)), train=True, key=fnn.random.key(0))
@@ -44,7 +47,8 @@ def Dropout(rate: float) -> Layer:
         if opts.key is None:
             raise ValueError(f"{kind}: train=True needs a key (apply(..., train=True, key=fnn.random.key(seed)))")
         scale = x.dtype.type(1 / (1 - rate))
-        mask = _random.bernoulli(opts.key, 1 - rate, x.shape)
+        key = opts.key if opts.world is None else rank_key(opts.world, opts.key)
+        mask = _random.bernoulli(key, 1 - rate, x.shape)
         y = x * scale
         y *= mask  # a product, not np.where: a dropped NaN or inf stays NaN (nothing is masked), as in PyTorch
         out = like(y)

@@ -7,20 +7,24 @@ from typing import Any
 import numpy as np
 
 from fnn.core import Layer, Options, Output, check_cotangent, check_params, like, make_layer
+from fnn.distributed import World, allgather
 from fnn.optim.base import check_hyper
 
 __all__ = ["BatchNorm", "LayerNorm"]
 
 
 def _normalize_vjp(kind: str, y: np.ndarray, xhat: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray | None,
-                   stat_axes: tuple[int, ...], param_axes: tuple[int, ...], batch_stats: bool) -> Any:
+                   stat_axes: tuple[int, ...], param_axes: tuple[int, ...], batch_stats: bool,
+                   world: World | None = None, total: int = 0) -> Any:
     """vjp of ``y = gamma * xhat + beta`` with ``xhat = (x - mean) * inv_std``.
 
     ``gamma`` is shaped to broadcast against ``y``; summing over ``param_axes``
     gives the parameters' own shape. With ``batch_stats`` the mean and variance
     came from ``x`` over ``stat_axes`` and ``dx`` is the fused closed form
     ``inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))``; otherwise the
-    statistics are constants and ``dx = dxhat * inv_std``.
+    statistics are constants and ``dx = dxhat * inv_std``. With a ``world`` the
+    statistics came from the global batch of ``total`` values per channel, and the
+    two means are taken over it: one Allgather of the per-rank sums, added in rank order.
     """
 
     out = like(y)
@@ -35,8 +39,13 @@ def _normalize_vjp(kind: str, y: np.ndarray, xhat: np.ndarray, inv_std: np.ndarr
         dxhat = dy * gamma if gamma is not None else dy
         if not batch_stats:
             return grads, dxhat * inv_std
-        mean_d = dxhat.mean(axis=stat_axes, keepdims=True)
-        mean_dx = (dxhat * xhat).mean(axis=stat_axes, keepdims=True)
+        if world is None:
+            mean_d = dxhat.mean(axis=stat_axes, keepdims=True)
+            mean_dx = (dxhat * xhat).mean(axis=stat_axes, keepdims=True)
+        else:
+            sums = allgather(world, np.stack([dxhat.sum(axis=stat_axes), (dxhat * xhat).sum(axis=stat_axes)]))
+            sums = sums.sum(axis=0) / dy.dtype.type(total)
+            mean_d, mean_dx = sums[0].reshape(inv_std.shape), sums[1].reshape(inv_std.shape)
         return grads, inv_std * (dxhat - mean_d - xhat * mean_dx)
 
     return vjp
@@ -65,7 +74,27 @@ def _check_state(kind: str, state: Any, c: int, dtype: np.dtype) -> dict[str, np
     return {k: v.astype(dtype) for k, v in state.items()}  # a copy: the output state never aliases the input
 
 
-def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, affine: bool = True) -> Layer:
+def _global_moments(world: World, x: np.ndarray, axes: tuple[int, ...]) -> tuple[int, np.ndarray, np.ndarray]:
+    """The count, mean and biased variance per channel of the global batch whose shard on this
+    rank is ``x``: each rank's count, mean and sum of squared deviations, gathered (one
+    Allgather) and combined in rank order by the parallel-variance formula (stable, and the
+    same bits on every rank)."""
+    c = x.shape[1]
+    n = x.size // c
+    mean = x.mean(axis=axes, dtype=np.float64) if n else np.zeros(c)
+    dev = x - mean.astype(x.dtype).reshape((1, c) + (1,) * (x.ndim - 2))
+    m2 = np.square(dev).sum(axis=axes, dtype=np.float64) if n else np.zeros(c)
+    rows = allgather(world, np.concatenate([[n], mean, m2]))
+    counts, means, m2s = rows[:, :1], rows[:, 1:c + 1], rows[:, c + 1:]
+    total = counts.sum()
+    if total == 0:
+        return 0, np.zeros(c, x.dtype), np.ones(c, x.dtype)
+    global_mean = (counts * means).sum(axis=0) / total
+    global_m2 = (m2s + counts * (means - global_mean) ** 2).sum(axis=0)
+    return int(total), global_mean.astype(x.dtype), (global_m2 / total).astype(x.dtype)
+
+
+def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, affine: bool = True, sync: bool = True) -> Layer:
     """Batch normalization over channel axis 1 for ``(N, C)``, ``(N, C, L)`` and ``(N, C, H, W)``.
 
     With ``train=True`` it normalizes with the batch mean and biased variance over
@@ -78,6 +107,15 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, affine: bool = True) -> 
     ``xhat``, which it keeps. An empty batch gives an empty output and leaves the
     statistics unchanged; one value per channel in training is an error.
 
+    Data parallel: given ``world=`` (``x`` is this rank's shard of a global batch),
+    training uses the mean and variance of the *global* batch and its vjp the
+    global means of the backward pass, so ``P`` ranks compute what one process
+    computes on the whole batch (synchronized BatchNorm: one small Allgather
+    forward and one backward). The running statistics are then the same on every
+    rank. ``sync=False`` keeps per-rank statistics (each rank normalizes its own
+    shard, as PyTorch's BatchNorm does under DDP; average the running statistics
+    with ``fnn.distributed.allreduce(world, state, mean=True)`` before evaluating).
+
     >>> bn = BatchNorm()
     >>> params = bn.init(fnn.random.key(0), (2,), np.float64)
     >>> out = bn.apply(params, np.array([[1., 2.], [3., 6.]]), train=True)
@@ -85,8 +123,10 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, affine: bool = True) -> 
     (array([[-1., -1.],
            [ 1.,  1.]]), array([0.2, 0.4]))
     """
-    kind = "BatchNorm()" if (momentum, eps, affine) == (0.1, 1e-5, True) else \
-        f"BatchNorm(momentum={momentum!r}, eps={eps!r}, affine={affine!r})"
+    kind = "BatchNorm()" if (momentum, eps, affine, sync) == (0.1, 1e-5, True, True) else \
+        f"BatchNorm(momentum={momentum!r}, eps={eps!r}, affine={affine!r}, sync={sync!r})"
+    if not isinstance(sync, bool):
+        raise TypeError(f"{kind}: sync must be True or False, got {type(sync).__name__}")
     momentum = check_hyper(kind, "momentum", momentum, high=1.0)
     eps = _eps_arg(kind, eps)
 
@@ -104,13 +144,18 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, affine: bool = True) -> 
         state = _check_state(kind, opts.state, c, x.dtype)
         axes = (0, *range(2, x.ndim))
         shape = (1, c) + (1,) * (x.ndim - 2)
-        count = x.size // c if c else 0
+        world = opts.world if sync and opts.train and opts.world is not None and opts.world.size > 1 else None
+        if world is not None and c:
+            count, mean, var = _global_moments(world, x, axes)
+        else:
+            count = x.size // c if c else 0
         if opts.train and count == 1:
             raise ValueError(f"{kind}: training needs more than one value per channel to compute a batch "
-                             f"variance, got input shape {x.shape}")
+                             f"variance, got input shape {x.shape}" + (" over all ranks" if world else ""))
         batch_stats = bool(opts.train) and count > 1
         if batch_stats:
-            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            if world is None:
+                mean, var = x.mean(axis=axes), x.var(axis=axes)
             m = x.dtype.type(momentum)
             state = {"mean": (1 - m) * state["mean"] + m * mean,
                      "var": (1 - m) * state["var"] + m * var * x.dtype.type(count / (count - 1))}
@@ -120,7 +165,8 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, affine: bool = True) -> 
         xhat = (x - mean.reshape(shape)) * inv_std
         gamma = params["gamma"].reshape(shape) if affine else None
         y = xhat * gamma + params["beta"].reshape(shape) if gamma is not None else xhat
-        return Output(y, _normalize_vjp(kind, y, xhat, inv_std, gamma, axes, axes, batch_stats), state)
+        vjp = _normalize_vjp(kind, y, xhat, inv_std, gamma, axes, axes, batch_stats, world, count)
+        return Output(y, vjp, state)
 
     return make_layer(kind, init, apply)
 
