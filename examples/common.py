@@ -14,12 +14,19 @@ Data come as :class:`Split`: images ``(N, 1, H, W)`` float32 in ``[0, 1]`` and
 int64 labels, for training and held out. The training loop handles layers with
 random numbers (Dropout: one key per step) and with state (BatchNorm: the state
 is threaded through training and used for evaluation), so every example can use it.
+
+Every example also trains data-parallel: ``mpiexec -n 4 python examples/NAME.py``
+runs four processes, each on its share of every global batch of ``--batch-size``
+examples (see :func:`world` and ``docs/distributed.md``). The results do not depend
+on the number of processes, up to rounding.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -85,6 +92,23 @@ def load_data(mnist: str | None = None, seed: int = 0, limit: int | None = None)
     return data
 
 
+# --- processes --------------------------------------------------------------------------------
+
+def world() -> fnn.distributed.World:
+    """The processes this example runs on: one, or all those ``mpiexec`` started.
+
+    Under MPI an exception on any rank ends the whole job, and only rank 0 prints
+    (the other ranks' standard output goes to ``os.devnull``; errors still reach stderr).
+    """
+    w = fnn.distributed.world()
+    fnn.distributed.abort_on_error(w)
+    if not w.is_root:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (kept open for the life of the process)
+    elif w.size > 1:
+        print(f"data parallel: {w.size} processes, each on 1/{w.size} of every global batch")
+    return w
+
+
 # --- command line -------------------------------------------------------------------------------
 
 def _positive(text: str) -> int:
@@ -115,16 +139,24 @@ Loss = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
 def predict(net: fnn.Layer, params: Any, x: np.ndarray, state: Any = None, batch_size: int = 500) -> np.ndarray:
     """The network's outputs for ``x`` in evaluation mode, computed ``batch_size`` examples at a time."""
+    if len(x) == 0:  # a rank whose shard of the held-out set is empty
+        return net.apply(params, x, state=state)[0]
     outs = [net.apply(params, xb, state=state)[0]
             for (xb,) in fnn.data.batches(None, (x,), batch_size, shuffle=False)]
     return np.concatenate(outs)
 
 
 def evaluate(net: fnn.Layer, params: Any, x: np.ndarray, y: np.ndarray, state: Any = None,
-             loss: Loss = fnn.losses.softmax_cross_entropy, batch_size: int = 500) -> tuple[float, float]:
-    """``(mean loss, accuracy)`` on ``(x, y)`` in evaluation mode."""
-    logits = predict(net, params, x, state, batch_size)
-    return loss(logits, y)[0], fnn.losses.accuracy(logits, y)
+             loss: Loss = fnn.losses.softmax_cross_entropy, batch_size: int = 500,
+             world: fnn.distributed.World | None = None) -> tuple[float, float]:
+    """``(mean loss, accuracy)`` on ``(x, y)`` in evaluation mode; each rank of ``world``
+    evaluates its shard and the sums are reduced."""
+    w = world or fnn.distributed.World()
+    xs, ys = fnn.distributed.shard(w, (x, y)).arrays
+    logits = predict(net, params, xs, state, batch_size)
+    sums = fnn.distributed.reduce_metrics(w, {"loss": loss(logits, ys)[0] * len(ys),
+                                              "correct": int(np.sum(logits.argmax(axis=1) == ys))})
+    return sums["loss"] / len(y), sums["correct"] / len(y)
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -149,7 +181,7 @@ def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *,
           key: fnn.random.Key, loss: Loss = fnn.losses.softmax_cross_entropy, state: Any = None,
           opt_state: Any = None, start_epoch: int = 0, history: dict[str, list[float]] | None = None,
           on_epoch_end: Callable[[int, Trained], Any] | None = None,
-          clip: Callable[[Any], Any] | None = None) -> Trained:
+          clip: Callable[[Any], Any] | None = None, world: fnn.distributed.World | None = None) -> Trained:
     """Train from epoch ``start_epoch`` up to ``epochs`` over ``data.x_train``; evaluate on the
     held-out set (with plain cross-entropy) after each epoch.
 
@@ -163,8 +195,16 @@ def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *,
     ``lambda g: fnn.optim.clip_by_global_norm(g, 1.0)``). ``history`` holds one value per epoch under
     ``train_loss``, ``train_acc`` (running, in training mode), ``held_loss``,
     ``held_acc`` and ``seconds``.
+
+    With a ``world`` of several processes, each global batch of ``batch_size`` is
+    split across the ranks: each rank differentiates its share of the batch's mean
+    loss (its own mean, scaled by its share of the examples), the gradients are
+    summed across ranks, and every rank makes the same update. BatchNorm normalizes
+    over the global batch and Dropout draws a different mask on each rank.
     """
-    opt_state = opt.init(params) if opt_state is None else opt_state
+    w = world or fnn.distributed.World()
+    params = fnn.distributed.broadcast(w, params)
+    opt_state = opt.init(params) if opt_state is None else fnn.distributed.broadcast(w, opt_state)
     names = ("train_loss", "train_acc", "held_loss", "held_acc", "seconds")
     history = {k: list(history.get(k, [])) if history else [] for k in names}
     n = len(data.x_train)
@@ -173,12 +213,15 @@ def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *,
         order_key, step_key = fnn.random.split(fnn.random.fold_in(key, epoch))
         bar = _progress(math.ceil(n / batch_size), f"epoch {epoch + 1}/{epochs}")
         total_loss = correct = 0.0
-        for step, (x, y) in enumerate(fnn.data.batches(order_key, (data.x_train, data.y_train), batch_size)):
-            out = net.apply(params, x, train=True, key=fnn.random.fold_in(step_key, step), state=state)
+        shards = fnn.distributed.batches(w, order_key, (data.x_train, data.y_train), batch_size)
+        for step, shard in enumerate(shards):
+            x, y = shard.arrays
+            out = net.apply(params, x, train=True, key=fnn.random.fold_in(step_key, step), state=state, world=w)
             logits, vjp = out
             state = out.state
-            value, dlogits = loss(logits, y)
-            grads, _ = vjp(dlogits, need_dx=False)
+            value, dlogits = loss(logits, y)  # the mean over this rank's examples
+            grads, _ = vjp(dlogits * dlogits.dtype.type(len(y) / shard.total), need_dx=False)
+            grads = fnn.distributed.allreduce(w, grads)  # the gradient of the global batch's mean loss
             if clip is not None:
                 grads = clip(grads)
             params, opt_state = opt.update(params, grads, opt_state)
@@ -189,7 +232,9 @@ def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *,
                 bar.set_postfix(loss=f"{value:.3f}", refresh=False)
         if bar is not None:
             bar.close()
-        held_loss, held_acc = evaluate(net, params, data.x_held, data.y_held, state)
+        sums = fnn.distributed.reduce_metrics(w, {"loss": total_loss, "correct": correct})
+        total_loss, correct = sums["loss"], sums["correct"]
+        held_loss, held_acc = evaluate(net, params, data.x_held, data.y_held, state, world=w)
         for name, v in zip(names, (total_loss / n, correct / n, held_loss, held_acc, time.perf_counter() - start)):
             history[name].append(v)
         print(f"epoch {epoch + 1:{len(str(epochs))}}/{epochs}  train loss {total_loss / n:.4f} acc {correct / n:6.2%}"
@@ -234,13 +279,17 @@ def save_curves(history: dict[str, list[float]], path: str | None) -> None:
 
 
 def report(net: fnn.Layer, params: Any, state: Any, data: Split, history: dict[str, list[float]], plot: str | None,
-           start: float) -> float:
+           start: float, world: fnn.distributed.World | None = None) -> float:
     """The end of every example: the confusion matrix and accuracy on the held-out set, the
-    curves PNG, the total time since ``start`` (a ``time.perf_counter()``). Returns the accuracy."""
-    predictions = predict(net, params, data.x_held, state).argmax(axis=1)
-    print_confusion(confusion_matrix(data.y_held, predictions))
-    save_curves(history, plot)
-    correct = int((predictions == data.y_held).sum())
+    curves PNG, the total time since ``start`` (a ``time.perf_counter()``). Returns the accuracy.
+    Each rank of ``world`` predicts its shard of the held-out set; rank 0 writes the PNG."""
+    w = world or fnn.distributed.World()
+    x, y = fnn.distributed.shard(w, (data.x_held, data.y_held)).arrays
+    matrix = fnn.distributed.allreduce(w, confusion_matrix(y, predict(net, params, x, state).argmax(axis=1)))
+    print_confusion(matrix)
+    if w.is_root:
+        save_curves(history, plot)
+    correct = int(np.trace(matrix))
     print(f"held-out accuracy: {correct / len(data.y_held):.2%} ({correct}/{len(data.y_held)})")
     print(f"total time: {time.perf_counter() - start:.1f} s")
     return correct / len(data.y_held)

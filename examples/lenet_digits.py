@@ -21,6 +21,13 @@ end with bitwise-identical checkpoints.
 
 It prints per-epoch progress, the held-out accuracy and a confusion matrix, and
 writes the loss and accuracy curves to lenet_digits.png (with matplotlib).
+
+Data parallel on several cores or machines, with the same flags (``--batch-size`` is
+the global batch, split across the processes; BatchNorm is synchronized; rank 0
+writes the checkpoints, and a run may resume on another number of processes)::
+
+    OPENBLAS_NUM_THREADS=1 mpiexec -n 2 python examples/lenet_digits.py --mnist ../shared/data/mnist \
+        --optimizer adam --batchnorm                                    # 98.5-99 %, faster than one process
 """
 
 import time
@@ -46,6 +53,7 @@ parser.add_argument("--save", metavar="PATH", help="checkpoint after every epoch
 parser.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save")
 parser.add_argument("--stop-after", type=int, metavar="K", help="stop after epoch K (simulates an interruption)")
 args = parser.parse_args()
+world = common.world()
 lr = args.lr or LR[args.optimizer]
 start = time.perf_counter()
 data = common.load_data(args.mnist, args.seed, args.limit)
@@ -83,12 +91,13 @@ config = {k: getattr(args, k) for k in ("mnist", "epochs", "batch_size", "seed",
 state = opt_state = None
 start_epoch, history = 0, None
 if args.resume:
-    saved_config = fnn.load_metadata(args.resume)
+    saved_config = fnn.distributed.load_metadata(world, args.resume)
     if saved_config["config"] != config:
         raise SystemExit(f"--resume: the checkpoint was made with {saved_config['config']}, not {config}")
-    template = {"params": params, "opt_state": opt.init(params), "key": train_key, "epoch": np.array(0)}
-    ckpt = fnn.load(args.resume)
-    fnn.load(args.resume, like={**template, "state": ckpt["state"]})  # names any mismatch
+    bn_state = net.apply(params, data.x_train[:1]).state  # the structure of the BatchNorm statistics ({} without)
+    template = {"params": params, "opt_state": opt.init(params), "state": bn_state, "key": train_key,
+                "epoch": np.array(0)}
+    ckpt = fnn.distributed.load(world, args.resume, like=template)  # rank 0 reads, names any mismatch, broadcasts
     params, opt_state, state = ckpt["params"], ckpt["opt_state"], ckpt["state"] or None
     start_epoch, history = int(ckpt["epoch"]), saved_config["history"]
     print(f"resumed from {args.resume} after epoch {start_epoch}")
@@ -96,9 +105,10 @@ if args.resume:
 
 def checkpoint(epoch, trained):
     if args.save:
-        fnn.save(args.save, {"params": trained.params, "opt_state": trained.opt_state, "state": trained.state or {},
-                             "key": train_key, "epoch": np.array(epoch)},
-                 metadata={"config": config, "history": trained.history})
+        fnn.distributed.save(world, args.save, {"params": trained.params, "opt_state": trained.opt_state,
+                                                "state": trained.state or {}, "key": train_key,
+                                                "epoch": np.array(epoch)},
+                             metadata={"config": config, "history": trained.history})
     if args.stop_after == epoch:
         print(f"stopped after epoch {epoch} (--stop-after)")
         raise SystemExit(0)
@@ -106,6 +116,6 @@ def checkpoint(epoch, trained):
 
 trained = common.train(net, params, opt, data, epochs=args.epochs, batch_size=args.batch_size, key=train_key,
                        state=state, opt_state=opt_state, start_epoch=start_epoch, history=history,
-                       on_epoch_end=checkpoint)
+                       on_epoch_end=checkpoint, world=world)
 
-common.report(net, trained.params, trained.state, data, trained.history, args.plot, start)
+common.report(net, trained.params, trained.state, data, trained.history, args.plot, start, world=world)

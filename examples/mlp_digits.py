@@ -34,6 +34,7 @@ WEIGHT_DECAY = 1e-3  # on Dense weights, not biases
 LABEL_SMOOTHING = 0.1
 
 args = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, plot="mlp_digits.png").parse_args()
+world = common.world()
 start = time.perf_counter()
 data = common.load_data(args.mnist, args.seed, args.limit)
 
@@ -55,6 +56,6 @@ def loss(logits, labels):
 
 
 params, state, _, history = common.train(net, params, opt, data, epochs=args.epochs, batch_size=args.batch_size,
-                                      key=train_key, loss=loss)
+                                      key=train_key, loss=loss, world=world)
 
-common.report(net, params, state, data, history, args.plot, start)
+common.report(net, params, state, data, history, args.plot, start, world=world)

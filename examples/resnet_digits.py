@@ -76,6 +76,7 @@ def inception_block(channels):
 
 
 args = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, plot="resnet_digits.png").parse_args()
+world = common.world()
 start = time.perf_counter()
 data = common.load_data(args.mnist, args.seed, args.limit)
 shape = data.x_train.shape[1:]
@@ -100,6 +101,6 @@ opt = fnn.optim.sgd(schedule, momentum=MOMENTUM, nesterov=True, weight_decay=WEI
                     decay_mask=fnn.optim.weights_only)
 
 params, state, _, history = common.train(net, params, opt, data, epochs=args.epochs, batch_size=args.batch_size,
-                                         key=train_key)
+                                         key=train_key, world=world)
 
-common.report(net, params, state, data, history, args.plot, start)
+common.report(net, params, state, data, history, args.plot, start, world=world)

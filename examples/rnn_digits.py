@@ -43,6 +43,7 @@ parser = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, plo
 parser.add_argument("--cell", choices=tuple(CELLS), default="lstm", help="recurrent layer")
 parser.add_argument("--hidden", type=int, default=HIDDEN, metavar="H", help="hidden state size")
 args = parser.parse_args()
+world = common.world()
 start = time.perf_counter()
 data = common.load_data(args.mnist, args.seed, args.limit)
 # (N, 1, H, W) images -> (N, H, W) sequences: one image row per time step
@@ -63,6 +64,6 @@ def clip(grads):
 
 
 params, state, _, history = common.train(net, params, opt, data, epochs=args.epochs, batch_size=args.batch_size,
-                                         key=train_key, clip=clip)
+                                         key=train_key, clip=clip, world=world)
 
-common.report(net, params, state, data, history, args.plot, start)
+common.report(net, params, state, data, history, args.plot, start, world=world)

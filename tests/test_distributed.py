@@ -1,15 +1,12 @@
 """fnn.distributed: the single-process world in this process, and real MPI jobs under ``mpiexec``.
 
 The MPI tests launch ``tests/mpi_worker.py`` on 2 to 4 ranks and compare what the
-ranks computed with the same training in this process. They skip when mpi4py or
-``mpiexec`` is missing, except where ``FNN_REQUIRE_MPI=1`` (set by ``.ci/run``),
-where that is a failure: CI always runs them.
+ranks computed with the same training in this process (see tests/mpirun.py for
+when they skip: never in CI).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,13 +17,14 @@ from typing import Any
 import mpi_worker
 import numpy as np
 import pytest
+from mpirun import check
+from mpirun import mpirun as launch
 
 import fnn
 from fnn import distributed as dist
 from fnn.layers import BatchNorm, Dense, Dropout
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 
 
 # --- the single-process world and a stand-in communicator -------------------------------------
@@ -238,33 +236,8 @@ def test_abort_on_error_changes_nothing_alone() -> None:
 
 # --- real MPI jobs --------------------------------------------------------------------------------
 
-def _mpiexec() -> list[str]:
-    """The mpiexec command line prefix, or a skip (a failure under FNN_REQUIRE_MPI=1)."""
-    exe = shutil.which("mpiexec")
-    missing = "mpiexec is not on PATH" if exe is None else None
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        missing = "mpi4py is not installed"
-    if missing:
-        if os.environ.get("FNN_REQUIRE_MPI") == "1":
-            pytest.fail(f"FNN_REQUIRE_MPI=1 but {missing} (pip install -e '.[mpi]')")
-        pytest.skip(f"{missing} (pip install -e '.[mpi]')")
-    assert exe is not None
-    version = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False).stdout
-    # Open MPI refuses root without --allow-run-as-root and more ranks than cores without --oversubscribe.
-    return [exe, "--allow-run-as-root", "--oversubscribe"] if "Open MPI" in version else [exe]
-
-
 def mpirun(n: int, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(HERE), os.environ.get("PYTHONPATH")]))}
-    cmd = [*_mpiexec(), "-n", str(n), sys.executable, str(HERE / "mpi_worker.py"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return launch(n, HERE / "mpi_worker.py", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +246,7 @@ def equivalence_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list
     runs = {}
     for n in (2, 3, 4):
         out = tmp_path_factory.mktemp(f"equivalence{n}")
-        ok(mpirun(n, "equivalence", str(out)))
+        check(mpirun(n, "equivalence", str(out)))
         runs[n] = [fnn.load(out / f"equivalence-rank{r}.fnn") for r in range(n)]
     return runs
 
@@ -324,7 +297,7 @@ def test_ranks_train_exactly_like_one_process_on_the_global_batch(equivalence_ru
 
 
 def test_a_structure_mismatch_raises_on_every_rank(tmp_path: Path) -> None:
-    ok(mpirun(3, "mismatch", str(tmp_path)))
+    check(mpirun(3, "mismatch", str(tmp_path)))
     for r in range(3):
         messages = fnn.load_metadata(tmp_path / f"mismatch-rank{r}.fnn")
         for name in ("allreduce", "broadcast"):
@@ -347,12 +320,12 @@ def test_a_failing_rank_ends_the_whole_job_promptly(tmp_path: Path) -> None:
 def test_resume_on_another_world_size_and_bitwise_on_the_same(tmp_path: Path,
                                                               equivalence_runs: dict[int, list[Any]]) -> None:
     ckpt = tmp_path / "half.fnn"
-    ok(mpirun(2, "resume", str(tmp_path), "save", str(ckpt)))
+    check(mpirun(2, "resume", str(tmp_path), "save", str(ckpt)))
     assert fnn.load_metadata(ckpt) == {"world_size": 2}
     for n in (3, 2):
         out = tmp_path / f"from2to{n}"
         out.mkdir()
-        ok(mpirun(n, "resume", str(out), "load", str(ckpt)))
+        check(mpirun(n, "resume", str(out), "load", str(ckpt)))
         resumed = fnn.load(out / "resume-rank0.fnn")
         assert_close(resumed, {k: v for k, v in single_process(True, "adam", np.float64).items() if k != "grads"},
                      np.float64)

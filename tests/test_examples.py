@@ -104,6 +104,45 @@ def test_lenet_resumed_run_is_bitwise_identical_to_an_uninterrupted_one(tmp_path
         assert meta_a["history"][curve] == meta_b["history"][curve]
 
 
+# --- data parallel under mpiexec -------------------------------------------------------------------
+
+@pytest.mark.parametrize("script, flags", [
+    ("lenet_digits", ("--optimizer", "adam", "--batchnorm", "--dropout", "0.1")),
+    ("mlp_digits", ()),
+], ids=["lenet_digits", "mlp_digits"])
+def test_example_trains_data_parallel_like_one_process(script: str, flags: tuple[str, ...], tmp_path: Path) -> None:
+    """Two ranks print what one process prints, up to rounding (digits of the same held-out accuracy),
+    once, from rank 0; a Dropout run differs only by its masks, so it is compared on the loss trend."""
+    pytest.importorskip("sklearn")
+    from mpirun import check, mpirun
+
+    args = ("--epochs", "2", "--limit", "200", "--plot", "", *flags)
+    alone = run(Example(script, args), cwd=tmp_path)
+    both = check(mpirun(2, EXAMPLES_DIR / f"{script}.py", *args, cwd=tmp_path))
+    assert "data parallel: 2 processes" in both and both.count("held-out accuracy") == 1
+    if "--dropout" not in flags:
+        assert alone.splitlines()[-2] == both.splitlines()[-2]  # held-out accuracy: x% (k/n)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_lenet_checkpoint_from_two_ranks_resumes_in_one_process(tmp_path: Path) -> None:
+    """Rank 0 writes the checkpoint; a run resumed on another number of processes continues it."""
+    pytest.importorskip("sklearn")
+    from mpirun import check, mpirun
+
+    flags = ("--epochs", "3", "--limit", "96", "--batch-size", "32", "--optimizer", "adam", "--batchnorm",
+             "--plot", "")
+    lenet = next(e for e in EXAMPLES if e.script == "lenet_digits")
+    ckpt = str(tmp_path / "c.fnn")
+    out = check(mpirun(2, EXAMPLES_DIR / "lenet_digits.py", *flags, "--save", ckpt, "--stop-after", "1",
+                       cwd=tmp_path))
+    assert "stopped after epoch 1" in out
+    resumed = run(replace(lenet, args=flags + ("--resume", ckpt)), cwd=tmp_path)
+    straight = run(replace(lenet, args=flags), cwd=tmp_path)
+    assert "resumed from" in resumed
+    assert resumed.splitlines()[-2] == straight.splitlines()[-2]
+
+
 # --- the shared helpers in examples/common.py -------------------------------------------------------
 
 @pytest.fixture(scope="module")
