@@ -71,9 +71,12 @@ def windows(x: np.ndarray, kernel: Pair, stride: Pair = (1, 1), dilation: Pair =
 
 def _batch_last_padded(x: np.ndarray, padding: Padding) -> np.ndarray:
     """``x: (N, C, H, W)`` copied, zero-padded, into batch-last memory order, returned as a
-    ``(N, C, H', W')`` view of a C-contiguous ``(C, H', W', N)`` buffer."""
+    ``(N, C, H', W')`` view of a C-contiguous ``(C, H', W', N)`` buffer; ``x`` itself when it
+    is laid out so already and there is no padding (the caller only reads it)."""
     n, c, h, w = x.shape
     t, b, left, r = padding
+    if not any(padding) and x.transpose(1, 2, 3, 0).flags.c_contiguous:
+        return x  # batch-last already (a Conv2D's or a pool's output): the windows can be read in place
     buf = np.zeros((c, h + t + b, w + left + r, n), x.dtype) if any(padding) else np.empty((c, h, w, n), x.dtype)
     buf[:, t:t + h, left:left + w] = x.transpose(1, 2, 3, 0)
     return buf.transpose(3, 0, 1, 2)

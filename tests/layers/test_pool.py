@@ -219,6 +219,32 @@ def test_max_pool_nan_propagates():
     assert np.isnan(y).sum() == 9
 
 
+@pytest.mark.parametrize("shape", [(3, 2, 6, 8), (2, 3, 7, 5)])
+def test_max_pool_2x2_tournament_matches_the_loop_reference_with_ties(shape):
+    """The 2 x 2 fast path: ties everywhere (three values), odd sizes (a row and a column left
+    over), batch-last memory as a Conv2D gives; gradients to the first maximum, as the reference."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, shape).astype(np.float64).transpose(1, 2, 3, 0).copy().transpose(3, 0, 1, 2)
+    dy = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2))
+    y, dx = run(MaxPool2D(2), x, dy)
+    np.testing.assert_array_equal(y, reference.max_pool2d(x, 2))
+    want = np.zeros_like(x)
+    for n, c, i, j in np.ndindex(*dy.shape):
+        window = x[n, c, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+        r, q = divmod(int(np.argmax(window)), 2)  # np.argmax: the first maximum in row-major order
+        want[n, c, 2 * i + r, 2 * j + q] = dy[n, c, i, j]
+    np.testing.assert_array_equal(dx, want)
+
+
+def test_max_pool_stride_beyond_the_kernel_leaves_zeros_between_windows():
+    """Regression: non-overlapping windows that do not tile the input must not leave dx unwritten."""
+    x = np.random.default_rng(0).standard_normal((2, 1, 4, 4))
+    _, dx = run(MaxPool2D(1, stride=2), x, np.ones((2, 1, 2, 2)))
+    want = np.zeros((4, 4))
+    want[::2, ::2] = 1
+    np.testing.assert_array_equal(dx, np.broadcast_to(want, x.shape))
+
+
 @pytest.mark.parametrize("kernel", [16, 17, (1, 300)])
 def test_max_pool_large_kernels_route_to_the_arg_max(kernel):
     """256 window offsets still fit the uint8 arg-max index; more switch to int32."""
