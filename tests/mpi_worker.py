@@ -118,7 +118,8 @@ def resume(world: dist.World, outdir: Path, phase: str, ckpt: str) -> None:
 
 def mismatch(world: dist.World, outdir: Path) -> None:
     """Rank 1 passes a tree with an extra leaf, rank 2 one with another shape; every rank must raise.
-    Then a Dropout mask per rank, to show that ranks do not share masks."""
+    So must every rank when rank 0 cannot read a checkpoint. Then a Dropout mask per rank, to
+    show that ranks do not share masks, and a sum over a sub-communicator."""
     grads = {"w": np.ones((3, 2)), "b": np.zeros(2)}
     if world.rank == 1:
         grads["extra"] = np.ones(1)
@@ -126,14 +127,18 @@ def mismatch(world: dist.World, outdir: Path) -> None:
         grads["w"] = np.ones((2, 3))
     messages = {}
     for name, call in (("allreduce", lambda: dist.allreduce(world, grads)),
-                       ("broadcast", lambda: dist.broadcast(world, grads))):
+                       ("broadcast", lambda: dist.broadcast(world, grads)),
+                       ("load", lambda: dist.load(world, outdir / "missing.fnn", like=grads))):
         try:
             call()
             messages[name] = "no error"
-        except ValueError as err:
-            messages[name] = str(err)
+        except (ValueError, dist.DistributedError) as err:
+            messages[name] = f"{type(err).__name__}: {err}"
     y, _ = Dropout(0.5).apply({}, np.ones((4, 64)), train=True, key=fnn.random.key(3), world=world)
-    fnn.save(outdir / f"mismatch-rank{world.rank}.fnn", {"dropout": y}, metadata=messages)
+    half = dist.world(world.comm.Split(world.rank % 2))  # a sub-communicator: the even and the odd ranks
+    ranks_summed = dist.allreduce(half, {"r": np.array([float(world.rank)])})["r"]
+    fnn.save(outdir / f"mismatch-rank{world.rank}.fnn", {"dropout": y, "sub": ranks_summed,
+                                                         "sub_size": np.array(half.size)}, metadata=messages)
 
 
 def fault(world: dist.World, outdir: Path) -> None:

@@ -296,7 +296,7 @@ def test_ranks_train_exactly_like_one_process_on_the_global_batch(equivalence_ru
         assert_close(ranks[0][name], ref, dtype)  # params, optimizer and BatchNorm state after 10 steps
 
 
-def test_a_structure_mismatch_raises_on_every_rank(tmp_path: Path) -> None:
+def test_a_structure_mismatch_raises_on_every_rank_and_sub_communicators_work(tmp_path: Path) -> None:
     check(mpirun(3, "mismatch", str(tmp_path)))
     for r in range(3):
         messages = fnn.load_metadata(tmp_path / f"mismatch-rank{r}.fnn")
@@ -304,8 +304,13 @@ def test_a_structure_mismatch_raises_on_every_rank(tmp_path: Path) -> None:
             assert "the trees differ between ranks" in messages[name], messages[name]
             assert "rank 1: its tree has leaves [\"['extra']\"] that rank 0's lacks" in messages[name]
             assert "rank 2: leaf ['w'] has shape (2, 3)" in messages[name]
-    masks = [fnn.load(tmp_path / f"mismatch-rank{r}.fnn")["dropout"] > 0 for r in range(3)]
+        assert messages["load"].startswith("DistributedError: fnn.distributed.load: failed on rank 0: "
+                                           "FileNotFoundError"), messages["load"]
+    out = [fnn.load(tmp_path / f"mismatch-rank{r}.fnn") for r in range(3)]
+    masks = [o["dropout"] > 0 for o in out]
     assert not np.array_equal(masks[0], masks[1]) and not np.array_equal(masks[1], masks[2])
+    # World(comm) on a sub-communicator: ranks 0 and 2 sum to 2, rank 1 is alone.
+    assert [(float(o["sub"][0]), int(o["sub_size"])) for o in out] == [(2.0, 2), (1.0, 1), (2.0, 2)]
 
 
 def test_a_failing_rank_ends_the_whole_job_promptly(tmp_path: Path) -> None:
