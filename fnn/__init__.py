@@ -4,7 +4,7 @@ Every layer is a pair of pure functions ``init(key, shape) -> params`` and
 ``apply(params, x) -> (y, vjp)``; see :mod:`fnn.core` for the protocol.
 """
 
-from fnn import data, init, interop, layers, losses, ops, optim, per_example, random, tree
+from fnn import data, distributed, init, interop, layers, losses, ops, optim, per_example, random, tree
 from fnn.checkpoint import CheckpointError, load, load_metadata, save
 from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual
 from fnn.core import Layer, NonFiniteError, Output, output_shape, serial
@@ -18,6 +18,7 @@ __all__ = [
     "NonFiniteError",
     "Output",
     "data",
+    "distributed",
     "elementwise",
     "fan_in_concat",
     "fan_in_sum",

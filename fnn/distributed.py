@@ -194,22 +194,40 @@ def _describe_difference(mine: list[Any], root: list[Any]) -> str:
 
 
 def _check_same_trees(w: World, where: str, t: Any) -> list[tuple[str, tuple[int, ...], str]]:
-    """The tree's signature, after checking (one small Allgather) that every rank has the same one;
-    a mismatch raises ``ValueError`` on every rank, naming the ranks that differ from rank 0 and how."""
-    sig = _signature(where, t)
+    """The tree's signature, after checking (one small Allgather) that every rank has the same one.
+
+    A mismatch raises ``ValueError`` on every rank, naming the ranks that differ from rank
+    0 and how; a leaf that cannot be reduced raises ``TypeError``, on every rank too when
+    only some ranks have one, so that no rank is left waiting in a collective.
+    """
+    try:
+        sig, local_error = _signature(where, t), None
+    except TypeError as err:
+        if w.size == 1:
+            raise
+        sig, local_error = [], str(err)
     if w.size == 1:
         return sig
-    digest = hashlib.blake2b(repr(sig).encode(), digest_size=8).digest()
-    mine = np.frombuffer(digest, dtype=np.int64).copy()
+    digest = np.frombuffer(hashlib.blake2b(repr(sig).encode(), digest_size=8).digest(), np.int64) | 1
+    mine = np.zeros(1, np.int64) if local_error else digest.copy()  # 0 marks a rank that failed
     digests = np.empty(w.size, np.int64)
     w.comm.Allgather(mine, digests)
-    if (digests == digests[0]).all():
+    if (digests == digests[0]).all() and digests[0] != 0:
         return sig
-    root_sig = w.comm.bcast(sig if w.rank == 0 else None, root=0)  # every rank knows there is a mismatch
-    problem = None if digests[w.rank] == digests[0] else _describe_difference(sig, root_sig)
-    problems = w.comm.allgather(problem)
+    # Every rank now knows that something is wrong, so every rank takes part in what follows.
+    root_sig = w.comm.bcast(sig if w.rank == 0 and not local_error else None, root=0)
+    if local_error:
+        problem: str | None = local_error
+    elif digests[w.rank] == digests[0] or root_sig is None:
+        problem = None
+    else:
+        problem = _describe_difference(sig, root_sig)
+    problems = w.comm.allgather((problem, local_error is not None))
+    report = "; ".join(f"rank {r}: {p}" for r, (p, _) in enumerate(problems) if p is not None)
+    if any(failed for _, failed in problems):
+        raise TypeError(f"{where}: some ranks cannot reduce their trees: {report}")
     raise ValueError(f"{where}: the trees differ between ranks (every rank must pass the same structure, shapes "
-                     f"and dtypes): " + "; ".join(f"rank {r}: {p}" for r, p in enumerate(problems) if p is not None))
+                     f"and dtypes): {report}")
 
 
 # --- packing a tree into one buffer per dtype ---------------------------------------------------

@@ -118,7 +118,8 @@ def resume(world: dist.World, outdir: Path, phase: str, ckpt: str) -> None:
 
 def mismatch(world: dist.World, outdir: Path) -> None:
     """Rank 1 passes a tree with an extra leaf, rank 2 one with another shape; every rank must raise.
-    So must every rank when rank 0 cannot read a checkpoint. Then a Dropout mask per rank, to
+    So must every rank when rank 0 cannot read a checkpoint, or when rank 2 alone passes a leaf
+    that is not an array. Then a Dropout mask per rank, to
     show that ranks do not share masks, and a sum over a sub-communicator."""
     grads = {"w": np.ones((3, 2)), "b": np.zeros(2)}
     if world.rank == 1:
@@ -128,11 +129,12 @@ def mismatch(world: dist.World, outdir: Path) -> None:
     messages = {}
     for name, call in (("allreduce", lambda: dist.allreduce(world, grads)),
                        ("broadcast", lambda: dist.broadcast(world, grads)),
-                       ("load", lambda: dist.load(world, outdir / "missing.fnn", like=grads))):
+                       ("load", lambda: dist.load(world, outdir / "missing.fnn", like=grads)),
+                       ("leaf", lambda: dist.allreduce(world, {"w": 1.0 if world.rank == 2 else np.ones(2)}))):
         try:
             call()
             messages[name] = "no error"
-        except (ValueError, dist.DistributedError) as err:
+        except (ValueError, TypeError, dist.DistributedError) as err:
             messages[name] = f"{type(err).__name__}: {err}"
     y, _ = Dropout(0.5).apply({}, np.ones((4, 64)), train=True, key=fnn.random.key(3), world=world)
     half = dist.world(world.comm.Split(world.rank % 2))  # a sub-communicator: the even and the odd ranks

@@ -304,6 +304,8 @@ def test_a_structure_mismatch_raises_on_every_rank_and_sub_communicators_work(tm
             assert "the trees differ between ranks" in messages[name], messages[name]
             assert "rank 1: its tree has leaves [\"['extra']\"] that rank 0's lacks" in messages[name]
             assert "rank 2: leaf ['w'] has shape (2, 3)" in messages[name]
+        assert messages["leaf"] == ("TypeError: fnn.distributed.allreduce: some ranks cannot reduce their trees: "
+                                    "rank 2: fnn.distributed.allreduce: leaf ['w'] must be a numpy array, got float")
         assert messages["load"].startswith("DistributedError: fnn.distributed.load: failed on rank 0: "
                                            "FileNotFoundError"), messages["load"]
     out = [fnn.load(tmp_path / f"mismatch-rank{r}.fnn") for r in range(3)]
