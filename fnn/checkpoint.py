@@ -12,6 +12,8 @@ checksum, and every header field before it touches the data, so a truncated,
 corrupt or foreign file raises :class:`CheckpointError` and never runs code.
 Writes go to a temporary file in the same directory, are flushed to disk, and
 then renamed over the target, so an interrupted save leaves the old checkpoint.
+A new file gets the mode ``open(path, "w")`` would give it (0o666 less the umask);
+an overwritten one keeps its mode.
 
 >>> import tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.fnn")
@@ -26,8 +28,8 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import struct
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -56,12 +58,25 @@ def _encode(node: Any, path: tuple[Any, ...], leaves: list[np.ndarray]) -> Any:
     if isinstance(node, (list, tuple)):
         return {"list" if isinstance(node, list) else "tuple":
                 [_encode(v, path + (i,), leaves) for i, v in enumerate(node)]}
+    if node is None:
+        raise CheckpointError(f"save: leaf at {_tree.path_str(path)} is None; use {{}} for an empty subtree")
     arr = np.asarray(node)
     if arr.dtype.kind not in _KINDS or arr.dtype.fields is not None:
         raise CheckpointError(f"save: leaf at {_tree.path_str(path)} has dtype {arr.dtype}; checkpoints hold "
                               f"bool, integer, float and complex arrays only")
     leaves.append(arr)
     return {"leaf": len(leaves) - 1}
+
+
+def _create_temp(directory: str) -> tuple[int, str]:
+    """Create and open a new file in ``directory`` with mode 0o666, which the umask then
+    narrows as it does for ``open(path, "w")`` (``tempfile.mkstemp`` would force 0o600)."""
+    while True:
+        tmp = os.path.join(directory, f".fnn-ckpt-{secrets.token_hex(8)}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def save(path: str | os.PathLike[str], tree: Any, metadata: Any = None) -> None:
@@ -82,13 +97,20 @@ def save(path: str | os.PathLike[str], tree: Any, metadata: Any = None) -> None:
     if json.loads(header)["metadata"] != metadata:
         raise CheckpointError("save: metadata would not load back equal (JSON turns tuples into lists and "
                               "dict keys into strings); use lists and str keys")
-    directory = os.path.dirname(os.fspath(path)) or "."
-    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=".fnn-ckpt-", dir=directory)
+    name = os.fspath(path)
+    directory = os.path.dirname(name) or "."
     try:
-        os.chmod(tmp, mode)
-        digest = hashlib.sha256()
+        fd, tmp = _create_temp(directory)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"save: cannot write {name!r}: directory {directory!r} does not exist") from err
+    except OSError as err:
+        raise type(err)(f"save: cannot write {name!r}: cannot create a file in directory {directory!r} "
+                        f"({err.strerror})") from err
+    try:
         with os.fdopen(fd, "wb") as f:
+            if os.path.exists(name):
+                os.chmod(tmp, os.stat(name).st_mode & 0o777)
+            digest = hashlib.sha256()
             for chunk in (_MAGIC, struct.pack("<Q", len(header)), header):
                 digest.update(chunk)
                 f.write(chunk)
@@ -99,7 +121,7 @@ def save(path: str | os.PathLike[str], tree: Any, metadata: Any = None) -> None:
             f.write(digest.digest())
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, name)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -1,10 +1,20 @@
-"""Weights to and from PyTorch ``state_dict``s, matched by structure. torch is never imported:
-state dicts here are dicts of numpy arrays (``{k: v.numpy() for k, v in model.state_dict().items()}``).
+"""Weights to and from PyTorch ``state_dict``s. torch is never imported: state dicts here
+are dicts of numpy arrays (``{k: v.numpy() for k, v in model.state_dict().items()}``).
 
 fnn walks its layers in order, skipping those without parameters or state, and pairs
-the i-th with the i-th module prefix of the state dict (``"0"``, ``"conv1"``,
-``"features.3"``; PyTorch lists them in registration order). Names on each side
-may differ; kinds and shapes must agree. Conversions:
+them with the module prefixes of the state dict (``"0"``, ``"conv1"``, ``"features.3"``):
+
+- by name, when fnn's layer paths joined with ``"."`` are exactly the module prefixes
+  (name fnn's layers after the modules: ``fnn.serial(("conv1", Conv2D(6, 5)), ...)``;
+  a name may hold dots, ``("features.3", Dense(4))``);
+- otherwise by order: the i-th fnn layer with the i-th prefix. A state dict lists
+  modules in the order they were registered, which need not be the order they run in,
+  so order matching is refused (``ValueError``) wherever two modules have parameters of
+  the same names and shapes, unless their prefixes first differ at two indices
+  (``"body.0"`` and ``"body.2"``, ``"0.fc"`` and ``"1.fc"``): the children of an
+  ``nn.Sequential`` (or ``nn.ModuleList``) are named by index and run in index order.
+
+Kinds and shapes must agree. Conversions:
 
 ============  =======================================================================
 fnn           PyTorch
@@ -94,6 +104,39 @@ def _groups(state_dict: dict[str, Any]) -> list[tuple[str, dict[str, np.ndarray]
     return list(groups.items())
 
 
+def _in_run_order(a: str, b: str) -> bool:
+    """Whether module ``a``, listed before ``b``, surely runs first: their prefixes first
+    differ at two indices, as children of an ``nn.Sequential`` do."""
+    for x, y in zip(a.split("."), b.split(".")):
+        if x != y:
+            return x.isdecimal() and y.isdecimal()
+    return False
+
+
+def _match(where: str, what: str, slots: list[_Slot], groups: list[tuple[str, dict[str, np.ndarray]]]
+           ) -> list[tuple[_Slot, str, dict[str, np.ndarray]]]:
+    """Pair fnn's layers with the state dict's modules, by name or else by an unambiguous order."""
+    if len(slots) != len(groups):
+        raise ValueError(f"{where}: fnn has {len(slots)} layers with parameters "
+                         f"({', '.join('/'.join(s.path) for s in slots)}) but the {what} has {len(groups)} "
+                         f"module prefixes ({', '.join(repr(g) for g, _ in groups)})")
+    by_name = {".".join(s.path): s for s in slots}
+    if set(by_name) == {prefix for prefix, _ in groups}:
+        return [(by_name[prefix], prefix, tensors) for prefix, tensors in groups]
+    shapes = [sorted((k, v.shape) for k, v in tensors.items()) for _, tensors in groups]
+    clash = {k for i in range(len(groups)) for j in range(i + 1, len(groups))
+             if shapes[i] == shapes[j] and not _in_run_order(groups[i][0], groups[j][0]) for k in (i, j)}
+    if clash:
+        modules = ", ".join(repr(groups[i][0]) for i in sorted(clash))
+        layers = ", ".join("/".join(slots[i].path) for i in sorted(clash))
+        raise ValueError(f"{where}: modules {modules} of the {what} have parameters of the same names and shapes, "
+                         f"so matching them by order to fnn layers {layers} is ambiguous (a state dict lists "
+                         f"modules in the order they were registered, not the order they run in); name the fnn "
+                         f"layers after the torch modules, so that fnn's layer paths joined with '.' are the "
+                         f"module prefixes ({', '.join(repr(g) for g, _ in groups)})")
+    return [(slot, prefix, tensors) for slot, (prefix, tensors) in zip(slots, groups)]
+
+
 def _fresh(layer: Layer, shape: Any, dtype: Any) -> tuple[Any, Any]:
     params = layer.init(_random.key(0), shape, dtype)
     return params, layer.apply(params, batch_of(shape, dtype)).state
@@ -102,15 +145,12 @@ def _fresh(layer: Layer, shape: Any, dtype: Any) -> tuple[Any, Any]:
 def from_torch_state_dict(layer: Layer, state_dict: dict[str, Any], shape: Any,
                           dtype: Any = np.float32) -> tuple[Any, Any]:
     """``(params, state)`` for ``layer`` (examples of ``shape``) from a PyTorch state dict of
-    numpy arrays, matched by structure; a ``ValueError`` names the first mismatch."""
+    numpy arrays, matched by name or by an unambiguous order (see the module docstring);
+    a ``ValueError`` names the first mismatch."""
     params, state = _fresh(layer, shape, dtype)
-    slots, groups = _slots(layer, params, state, ()), _groups(state_dict)
-    if len(slots) != len(groups):
-        raise ValueError(f"from_torch_state_dict: fnn has {len(slots)} layers with parameters "
-                         f"({', '.join('/'.join(s.path) for s in slots)}) but the state dict has {len(groups)} "
-                         f"module prefixes ({', '.join(repr(g) for g, _ in groups)})")
+    pairs = _match("from_torch_state_dict", "state dict", _slots(layer, params, state, ()), _groups(state_dict))
     new_leaves: dict[int, np.ndarray] = {}
-    for slot, (prefix, tensors) in zip(slots, groups):
+    for slot, prefix, tensors in pairs:
         names = _torch_names(slot)
         if set(tensors) != set(names):
             raise ValueError(f"from_torch_state_dict: fnn layer {'/'.join(slot.path)} ({slot.family}) needs "
@@ -134,8 +174,9 @@ def to_torch_state_dict(layer: Layer, params: Any, shape: Any, state: Any = None
                         template: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """A PyTorch-style state dict (numpy arrays) for ``params`` (and ``state``).
 
-    Keys come from ``template`` (a state dict of the target model, matched by structure)
-    or, without one, from fnn's layer names joined with ``"."``.
+    Keys come from ``template`` (a state dict of the target model, matched by name or by an
+    unambiguous order as in :func:`from_torch_state_dict`) or, without one, from fnn's layer
+    names joined with ``"."``.
     """
     reference = layer.init(_random.key(0), shape)
     _tree.check_same_structure(reference, params, names=["the layer's params", "params"], shapes=True,
@@ -144,13 +185,13 @@ def to_torch_state_dict(layer: Layer, params: Any, shape: Any, state: Any = None
         leaves = _tree.leaves(params)
         state = _fresh(layer, shape, leaves[0].dtype if leaves else np.float32)[1]
     slots = _slots(layer, params, state, ())
-    groups = _groups(template) if template is not None else [(".".join(s.path), None) for s in slots]
-    if len(groups) != len(slots):
-        raise ValueError(f"to_torch_state_dict: fnn has {len(slots)} layers with parameters "
-                         f"({', '.join('/'.join(s.path) for s in slots)}) but the template has {len(groups)} module "
-                         f"prefixes ({', '.join(repr(g) for g, _ in groups)})")
+    pairs: list[tuple[_Slot, str, dict[str, np.ndarray] | None]]
+    if template is None:
+        pairs = [(s, ".".join(s.path), None) for s in slots]
+    else:
+        pairs = list(_match("to_torch_state_dict", "template", slots, _groups(template)))
     out: dict[str, np.ndarray] = {}
-    for slot, (prefix, tensors) in zip(slots, groups):
+    for slot, prefix, tensors in pairs:
         names = _torch_names(slot)
         path = "/".join(slot.path)
         if tensors is not None and set(tensors) != set(names):

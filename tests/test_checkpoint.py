@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -144,7 +145,6 @@ def test_metadata_defaults_to_none(tmp_path):
     ({"a": {("x",): np.ones(2)}}, r"dict key \('x',\) at \['a'\] is a tuple"),
     ({"a": [np.array([object()], dtype=object)]}, r"leaf at \['a'\]\[0\] has dtype object"),
     ({"s": np.array(["text"])}, r"leaf at \['s'\] has dtype <U4"),
-    ({"n": None}, r"leaf at \['n'\] has dtype object"),
     ({"r": np.zeros(2, dtype=[("a", "f8")])}, r"leaf at \['r'\] has dtype"),
     ({"t": np.array(["2020-01-01"], dtype="M8[D]")}, r"leaf at \['t'\] has dtype datetime64"),
 ])
@@ -152,6 +152,18 @@ def test_unsupported_trees_raise_at_save(tmp_path, tree, match):
     path = tmp_path / "bad.fnn"
     with pytest.raises(CheckpointError, match=match):
         save(path, tree)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("tree, match", [
+    ({"params": {"w": np.ones(2)}, "state": None}, r"leaf at \['state'\] is None; use \{\} for an empty subtree"),
+    ({"opt": [np.ones(1), None]}, r"leaf at \['opt'\]\[1\] is None; use \{\} for an empty subtree"),
+    (None, r"leaf at <root> is None; use \{\} for an empty subtree"),
+])
+def test_none_leaf_raises_suggesting_an_empty_dict(tmp_path, tree, match):
+    # Regression: a None leaf was reported as "has dtype object", which hid the fix.
+    with pytest.raises(CheckpointError, match=r"^save: " + match + "$"):
+        save(tmp_path / "bad.fnn", tree)
     assert os.listdir(tmp_path) == []
 
 
@@ -490,11 +502,57 @@ def test_missing_file_raises_os_error(tmp_path):
         load(tmp_path / "absent.fnn")
 
 
-def test_saved_checkpoint_is_world_readable_like_a_normal_file(tmp_path):
-    # Regression: the temporary file's 0600 mode survived the rename.
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restoring the old one afterwards."""
+    old = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664), (0o077, 0o600)],
+                         ids=["umask-022", "umask-027", "umask-002", "umask-077"])
+def test_saved_checkpoint_mode_follows_the_umask_like_open(tmp_path, umask, mask, mode):
+    # Regression: a new checkpoint got 0o644 whatever the umask (mkstemp's 0o600, then a fixed chmod).
+    umask(mask)
     path = tmp_path / "ckpt.fnn"
     fnn.save(path, {"w": np.ones(2)})
-    assert path.stat().st_mode & 0o777 == 0o644
+    with open(tmp_path / "plain.txt", "w"):
+        pass
+    assert path.stat().st_mode & 0o777 == mode == (tmp_path / "plain.txt").stat().st_mode & 0o777
+    np.save(tmp_path / "plain.npy", np.ones(2))
+    assert (tmp_path / "plain.npy").stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize("existing", [0o600, 0o640, 0o666], ids=["600", "640", "666"])
+def test_overwriting_a_checkpoint_keeps_its_mode_whatever_the_umask(tmp_path, umask, existing):
+    path, _, _ = old_checkpoint(tmp_path)
+    path.chmod(existing)
+    umask(0o027)
+    save(path, {"v": np.ones(2)})
+    assert path.stat().st_mode & 0o777 == existing
+    assert sorted(os.listdir(tmp_path)) == ["model.fnn"]
+
+
+def test_save_into_a_missing_directory_names_the_users_path(tmp_path):
+    # Regression: the FileNotFoundError named the temporary file mkstemp tried to create.
+    path = tmp_path / "no" / "such" / "dir" / "ckpt.fnn"
+    match = (rf"^save: cannot write {re.escape(repr(str(path)))}: directory "
+             rf"{re.escape(repr(str(path.parent)))} does not exist$")
+    with pytest.raises(FileNotFoundError, match=match):
+        save(path, {"w": np.ones(2)})
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_into_a_path_below_a_file_names_the_users_path(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    path = tmp_path / "file" / "ckpt.fnn"
+    with pytest.raises(NotADirectoryError, match=rf"^save: cannot write {re.escape(repr(str(path)))}: cannot create "
+                                                 rf"a file in directory {re.escape(repr(str(path.parent)))} \("):
+        save(path, {"w": np.ones(2)})
+    assert os.listdir(tmp_path) == ["file"]
 
 
 def test_metadata_that_json_would_change_is_refused_at_save(tmp_path):

@@ -217,6 +217,79 @@ def test_a_layer_without_a_torch_mapping_raises_type_error_naming_it():
         to_torch_state_dict(net, net.init(KEY, (3,)), (3,))
 
 
+def square_modules(*prefixes, seed=0):
+    """A state dict of Linear(4, 4) modules under ``prefixes``, listed in that (registration) order."""
+    r = rng(seed)
+    return {f"{p}.{t}": r.standard_normal((4, 4) if t == "weight" else 4) for p in prefixes for t in ("weight", "bias")}
+
+
+def test_same_shaped_modules_registered_out_of_run_order_are_refused_not_loaded_by_order():
+    # Regression: a module registering self.b before self.a, but running a then b, loaded a's weights into
+    # fnn's first Dense and gave wrong logits without a word.
+    sd = square_modules("b", "a")
+    with pytest.raises(ValueError, match=r"^from_torch_state_dict: modules 'b', 'a' of the state dict have parameters "
+                                         r"of the same names and shapes, so matching them by order to fnn layers "
+                                         r"dense_0, dense_1 is ambiguous \(a state dict lists modules in the order "
+                                         r"they were registered, not the order they run in\); name the fnn layers "
+                                         r"after the torch modules, so that fnn's layer paths joined with '\.' are "
+                                         r"the module prefixes \('b', 'a'\)$"):
+        from_torch_state_dict(fnn.serial(Dense(4), Tanh(), Dense(4)), sd, (4,))
+    net = fnn.serial(Dense(4), Tanh(), Dense(4))
+    with pytest.raises(ValueError, match=r"^to_torch_state_dict: modules 'b', 'a' of the template have parameters "
+                                         r"of the same names and shapes, so matching them by order to fnn layers "
+                                         r"dense_0, dense_1 is ambiguous"):
+        to_torch_state_dict(net, net.init(KEY, (4,)), (4,), template=sd)
+
+
+def test_same_shaped_modules_load_by_name_when_fnn_layers_are_named_after_them():
+    sd = square_modules("b", "a")
+    net = fnn.serial(("a", Dense(4)), Tanh(), ("b", Dense(4)))
+    params, _ = from_torch_state_dict(net, sd, (4,), np.float64)
+    np.testing.assert_array_equal(params["a"]["w"], sd["a.weight"].T)
+    np.testing.assert_array_equal(params["b"]["b"], sd["b.bias"])
+    x = rng(7).standard_normal((3, 4))
+    expected = np.tanh(x @ sd["a.weight"].T + sd["a.bias"]) @ sd["b.weight"].T + sd["b.bias"]
+    np.testing.assert_allclose(net.apply(params, x)[0], expected, rtol=1e-13)
+    out = to_torch_state_dict(net, params, (4,), template=sd)
+    assert list(out) == list(sd)  # the template's order, not fnn's
+    assert all(np.array_equal(out[k], sd[k]) for k in sd)
+
+
+def test_names_that_only_partly_agree_do_not_settle_an_ambiguous_order():
+    with pytest.raises(ValueError, match=r"modules 'b', 'a' .* to fnn layers a, c is ambiguous .* module prefixes "
+                                         r"\('b', 'a'\)$"):
+        from_torch_state_dict(fnn.serial(("a", Dense(4)), ("c", Dense(4))), square_modules("b", "a"), (4,))
+
+
+@pytest.mark.parametrize("prefixes", [("0", "2", "4"), ("body.0", "body.1"), ("0.fc", "1.fc", "2.fc"),
+                                      ("body.0", "body.1", "head")])
+def test_same_shaped_modules_ambiguous_only_outside_one_sequential(prefixes):
+    # Children of an nn.Sequential (or ModuleList) are named by index and run in index order, so matching
+    # them by order is safe; a module beside them ("head") could run before or after.
+    sd = square_modules(*prefixes)
+    net = fnn.serial(*[Dense(4) for _ in prefixes])
+    if prefixes[-1] == "head":
+        with pytest.raises(ValueError, match=r"modules 'body\.0', 'body\.1', 'head' of the state dict .* to fnn "
+                                             r"layers dense_0, dense_1, dense_2 is ambiguous"):
+            from_torch_state_dict(net, sd, (4,))
+        net = fnn.serial(("body", fnn.serial(("0", Dense(4)), ("1", Dense(4)))), ("head", Dense(4)))
+    params, _ = from_torch_state_dict(net, sd, (4,), np.float64)
+    weights = [w for path, w in tree.flatten(params)[0] if path[-1] == "w"]  # in fnn's (sorted) key order
+    assert len(weights) == len(prefixes)
+    for w, prefix in zip(weights, prefixes):
+        np.testing.assert_array_equal(w, sd[f"{prefix}.weight"].T)
+
+
+def test_same_shaped_modules_inside_one_block_are_ambiguous():
+    with pytest.raises(ValueError, match=r"modules '0\.a', '0\.b', '1\.a', '1\.b' of the state dict"):
+        from_torch_state_dict(fnn.serial(*[Dense(4) for _ in range(4)]), square_modules("0.a", "0.b", "1.a", "1.b"),
+                              (4,))
+    sd = square_modules("0.a", "1.a", "1.b")  # 0.a runs before 1.a and 1.b, but those two are unordered
+    with pytest.raises(ValueError, match=r"modules '1\.a', '1\.b' of the state dict .* to fnn layers dense_1, "
+                                         r"dense_2 is ambiguous"):
+        from_torch_state_dict(fnn.serial(*[Dense(4) for _ in range(3)]), sd, (4,))
+
+
 # -- against PyTorch --------------------------------------------------------------------------------
 
 def _torch():
@@ -413,3 +486,74 @@ def test_torch_mismatches_name_the_fnn_layer_path_and_the_torch_key():
     with pytest.raises(ValueError, match=r"fnn layer conv2 \(Conv2D\) needs \['bias', 'weight'\] but module "
                                          r"'conv2' has \['weight'\]"):
         from_torch_state_dict(fnn_lenet("module"), partial, (1, 28, 28))
+
+
+def torch_reordered_module(torch):
+    """Registers ``b`` before ``a`` but runs ``a`` first: the state dict's order is not the run order."""
+    nn = torch.nn
+
+    class Reordered(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = nn.Linear(4, 4)
+            self.a = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    return Reordered()
+
+
+def test_torch_module_registered_out_of_run_order_is_refused_or_loaded_by_name():
+    torch = _torch()
+    torch.manual_seed(5)
+    model = torch_reordered_module(torch).double().eval()
+    template = to_numpy(model)
+    assert list(template) == ["b.weight", "b.bias", "a.weight", "a.bias"]
+    with pytest.raises(ValueError, match=r"modules 'b', 'a' of the state dict have parameters of the same names and "
+                                         r"shapes, so matching them by order to fnn layers dense_0, dense_1 is "
+                                         r"ambiguous .* name the fnn layers after the torch modules"):
+        from_torch_state_dict(fnn.serial(Dense(4), ReLU(), Dense(4)), template, (4,), np.float64)
+    net = fnn.serial(("a", Dense(4)), ReLU(), ("b", Dense(4)))
+    params, _ = from_torch_state_dict(net, template, (4,), np.float64)
+    x = rng(8).standard_normal((5, 4))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(net.apply(params, x)[0], expected, rtol=1e-12, atol=1e-12)
+    fresh = torch_reordered_module(torch).double()
+    fresh.load_state_dict({k: torch.from_numpy(v) for k, v in to_torch_state_dict(net, params, (4,),
+                                                                                     template=template).items()})
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+
+
+def test_torch_sequential_of_same_shaped_layers_still_loads_by_order_and_a_head_beside_it_needs_names():
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(6)
+    body = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4)).double().eval()
+    x = rng(9).standard_normal((5, 4))
+    net = fnn.serial(Dense(4), Tanh(), Dense(4))
+    params, _ = from_torch_state_dict(net, to_numpy(body), (4,), np.float64)
+    with torch.no_grad():
+        np.testing.assert_allclose(net.apply(params, x)[0], body(torch.from_numpy(x)).numpy(), rtol=1e-12, atol=1e-12)
+
+    class WithHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(4, 4)  # registered first, runs last
+            self.body = body
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    model = WithHead().double().eval()
+    template = to_numpy(model)
+    with pytest.raises(ValueError, match=r"modules 'head', 'body\.0', 'body\.2' of the state dict"):
+        from_torch_state_dict(fnn.serial(Dense(4), Tanh(), Dense(4), Dense(4)), template, (4,), np.float64)
+    for named in (fnn.serial(("body.0", Dense(4)), Tanh(), ("body.2", Dense(4)), ("head", Dense(4))),
+                  fnn.serial(("body", fnn.serial(("0", Dense(4)), Tanh(), ("2", Dense(4)))), ("head", Dense(4)))):
+        params, _ = from_torch_state_dict(named, template, (4,), np.float64)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(named.apply(params, x)[0], expected, rtol=1e-12, atol=1e-12)
