@@ -114,7 +114,7 @@ def parallel(*layers: Layer | tuple[str, Layer]) -> Layer:
         vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
         return Output(y, vjp, new_state)
 
-    return make_layer(kind, init, apply, children=named, tuple_input=True)
+    return make_layer(kind, init, apply, children=named, inputs="any")
 
 
 def fan_out(n: int) -> Layer:

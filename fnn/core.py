@@ -42,8 +42,13 @@ a 2-tuple ``(y, vjp)`` that also has ``.state``, the layer's updated state
 (``{}`` for layers without state). State never lives in ``params``, so the
 optimizer and weight decay never see it. See ``docs/design.md``.
 
-Inputs must be float32 or float64 arrays (integer, bool, float16 and object
-arrays raise ``TypeError``) and outputs and gradients keep the input's dtype.
+Each layer declares the inputs it takes (``Layer.inputs``): float32 or float64
+arrays (``"float"``, the default; integer, bool, float16 and object arrays raise
+``TypeError``), integer index arrays (``"int"``, such as Embedding's; ``dx`` is then
+``None``), float arrays or tuples of them (``"tuple"``), or anything a sub-layer
+takes (``"any"``, for combinators, which leave the check to their children).
+``serial`` takes what its first layer takes. Outputs and gradients keep the input's
+dtype.
 ``docs/errors.md`` catalogues bad inputs and the errors they get.
 """
 
@@ -69,12 +74,17 @@ __all__ = [
     "NonFiniteError",
     "parameterless",
     "check_params",
+    "check_is_layer",
     "check_no_params",
     "check_cotangent",
     "ShapeDtype",
     "like",
     "output_shape",
     "batch_of",
+    "example_batch",
+    "shape_of",
+    "is_index_array",
+    "INPUT_KINDS",
     "name_layers",
     "split_options",
     "serial",
@@ -129,21 +139,32 @@ class Output(tuple):
         return self[1]
 
 
+INPUT_KINDS = ("float", "int", "tuple", "any")
+
+
 class Layer(tuple):
     """A layer: the pair ``(init, apply)``, also reachable as ``.init`` and ``.apply``.
 
     ``kind`` is a short description such as ``"Dense(128)"`` used in error
-    messages and summaries; ``children`` lists ``(name, layer)`` for combinators.
+    messages and summaries; ``children`` lists ``(name, layer)`` for combinators;
+    ``inputs`` is what it takes (one of :data:`INPUT_KINDS`, see the module
+    docstring), and ``index_range`` the exclusive upper bound of valid integer
+    inputs for an ``"int"`` layer (``None`` otherwise).
     """
 
     kind: str
     children: tuple[tuple[str, Layer], ...]
+    inputs: str
+    index_range: int | None
 
     def __new__(cls, init: Callable[..., Any], apply: Callable[..., Output], kind: str,
-                children: Iterable[tuple[str, Layer]] = ()) -> Layer:
+                children: Iterable[tuple[str, Layer]] = (), inputs: str = "float",
+                index_range: int | None = None) -> Layer:
         self = super().__new__(cls, (init, apply))
         self.kind = kind
         self.children = tuple(children)
+        self.inputs = inputs
+        self.index_range = index_range
         return self
 
     @property
@@ -181,12 +202,22 @@ def _check_dtype(dtype: Any, where: str) -> np.dtype:
     return dt
 
 
-def _check_input(x: Any, where: str) -> Any:
+def is_index_array(x: Any) -> bool:
+    """True for a numpy array of integers (not bool): what an ``"int"`` layer takes."""
+    return isinstance(x, np.ndarray) and x.dtype.kind in "iu"
+
+
+def _check_input(x: Any, where: str, inputs: str) -> Any:
     if isinstance(x, tuple):
-        return tuple(_check_input(v, where) for v in x)
+        if inputs not in ("tuple", "any"):
+            raise TypeError(f"{where}: input must be one array, got a tuple of {len(x)}")
+        return tuple(_check_input(v, where, "any" if inputs == "any" else "float") for v in x)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{where}: input x must be a numpy array, got {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
+    if inputs == "int" and not is_index_array(x):
+        raise TypeError(f"{where}: input x must be an array of integer indices, got dtype {x.dtype} "
+                        f"(cast with x.astype(np.int64) if the values are indices)")
+    if inputs != "int" and x.dtype not in FLOAT_DTYPES and not (inputs == "any" and is_index_array(x)):
         raise TypeError(
             f"{where}: input x has dtype {x.dtype}; fnn layers take float32 or float64 "
             f"(cast with x.astype(np.float32))"
@@ -202,14 +233,20 @@ def make_layer(
     apply: Callable[[Any, Any, Options], Any],
     children: Iterable[tuple[str, Layer]] = (),
     tuple_input: bool = False,
+    inputs: str | None = None,
+    index_range: int | None = None,
 ) -> Layer:
     """Build a :class:`Layer` from inner functions, adding the checks every layer shares.
 
-    ``init(key, shape, dtype)`` receives a validated key, shape and dtype.
-    ``apply(params, x, opts)`` receives a validated float input and an
-    :class:`Options`, and returns ``(y, vjp)`` or an :class:`Output`. A tuple
-    input is refused with a ``TypeError`` unless ``tuple_input`` is set.
+    ``init(key, shape, dtype)`` receives a validated key, shape and dtype (the dtype
+    of the params). ``apply(params, x, opts)`` receives an input validated against
+    ``inputs`` (one of :data:`INPUT_KINDS`; ``"float"`` by default, ``"tuple"`` when
+    ``tuple_input`` is set) and an :class:`Options`, and returns ``(y, vjp)`` or an
+    :class:`Output`. ``index_range`` is the bound of valid indices of an ``"int"`` layer.
     """
+    inputs = inputs or ("tuple" if tuple_input else "float")
+    if inputs not in INPUT_KINDS:
+        raise ValueError(f"make_layer({kind}): inputs must be one of {INPUT_KINDS}, got {inputs!r}")
 
     def layer_init(key: _random.Key, shape: Any, dtype: Any = np.float32) -> Any:
         _random.check_key(key, f"{kind}.init: key")
@@ -217,9 +254,7 @@ def make_layer(
 
     def layer_apply(params: Any, x: Any, *, train: bool = False, key: _random.Key | None = None,
                     state: Any = None, check_finite: bool = False, world: World | None = None) -> Output:
-        if isinstance(x, tuple) and not tuple_input:
-            raise TypeError(f"{kind}: input must be one array, got a tuple of {len(x)}")
-        x = _check_input(x, kind)
+        x = _check_input(x, kind, inputs)
         if key is not None:
             _random.check_key(key, f"{kind}: option key")
         if world is not None and not isinstance(world, World):
@@ -238,7 +273,20 @@ def make_layer(
 
     layer_init.__doc__ = f"Initialize the parameters of {kind} for examples of the given shape."
     layer_apply.__doc__ = f"Apply {kind}; returns (y, vjp) with the new state as .state."
-    return Layer(layer_init, layer_apply, kind, children)
+    return Layer(layer_init, layer_apply, kind, children, inputs, index_range)
+
+
+def check_is_layer(obj: Any, where: str) -> Layer:
+    """``obj`` if it is a :class:`Layer`, else a ``TypeError`` naming ``where``; a stax-style
+    ``(init, apply)`` pair of plain functions is told how to become one."""
+    if isinstance(obj, Layer):
+        return obj
+    if isinstance(obj, tuple) and len(obj) == 2 and all(callable(f) for f in obj):
+        raise TypeError(f"{where}: expected an fnn Layer, got a plain (init, apply) tuple (stax style); make it a "
+                        f"Layer with fnn.core.make_layer('MyLayer', init, apply), where init(key, shape, dtype) "
+                        f"returns params and apply(params, x, opts) returns (y, vjp)")
+    raise TypeError(f"{where}: expected an fnn Layer (made by a constructor such as Dense(3)), "
+                    f"got {type(obj).__name__}")
 
 
 def check_params(kind: str, params: Any, spec: dict[str, Shape], dtype: np.dtype) -> None:
@@ -333,20 +381,32 @@ def _snake(kind: str) -> str:
     return re.sub(r"(?<=[a-z])(?=[A-Z][a-z])", "_", name).lower()
 
 
-def batch_of(shape: Any, dtype: Any, batch_size: int = 1, key: _random.Key | None = None) -> Any:
+def batch_of(shape: Any, dtype: Any, batch_size: int = 1, key: _random.Key | None = None,
+             index_range: int | None = None) -> Any:
     """A batch for examples of ``shape`` (a tuple of shapes gives a tuple of arrays):
-    zeros, or standard normal draws from ``key``."""
+    zeros, or standard normal draws from ``key``; with ``index_range``, int64 indices
+    instead (zeros, or uniform draws in ``[0, index_range)``)."""
     if shape and all(isinstance(s, tuple) for s in shape):
         keys = _random.split(key, len(shape)) if key is not None else [None] * len(shape)
-        return tuple(batch_of(s, dtype, batch_size, k) for s, k in zip(shape, keys))
+        return tuple(batch_of(s, dtype, batch_size, k, index_range) for s, k in zip(shape, keys))
+    if index_range is not None:
+        if key is None:
+            return np.zeros((batch_size, *shape), np.int64)
+        return _random.generator(key).integers(0, max(index_range, 1), (batch_size, *shape), dtype=np.int64)
     if key is None:
         return np.zeros((batch_size, *shape), dtype)
     return _random.normal(key, (batch_size, *shape), dtype)
 
 
-def _shape_of(y: Any) -> Any:
+def example_batch(layer: Layer, shape: Any, dtype: Any, batch_size: int = 1, key: _random.Key | None = None) -> Any:
+    """:func:`batch_of` of the kind ``layer`` takes: integer indices for an ``"int"`` layer."""
+    return batch_of(shape, dtype, batch_size, key, (layer.index_range or 1) if layer.inputs == "int" else None)
+
+
+def shape_of(y: Any) -> Any:
+    """The per-example shape of a batch (a tuple of them for a tuple): every axis but the first."""
     if isinstance(y, tuple):
-        return tuple(_shape_of(v) for v in y)
+        return tuple(shape_of(v) for v in y)
     return tuple(y.shape[1:])
 
 
@@ -361,10 +421,12 @@ def _reraise(err: Exception, prefix: str) -> Exception:
 def output_shape(layer: Layer, params: Any, shape: Any, dtype: Any = np.float32) -> Any:
     """The per-example output shape of ``layer`` for inputs of per-example ``shape``.
 
-    Found by applying the layer, in evaluation mode, to a batch of one zero example.
+    Found by applying the layer, in evaluation mode, to a batch of one zero example
+    (index 0 for a layer that takes integer indices).
     """
-    y, _ = layer.apply(params, batch_of(shape, dtype))
-    return _shape_of(y)
+    check_is_layer(layer, "output_shape")
+    y, _ = layer.apply(params, example_batch(layer, shape, dtype))
+    return shape_of(y)
 
 
 def _sq_norms_of(vjp: Callable[..., Any], where: str) -> Callable[[Any], np.ndarray]:
@@ -401,11 +463,10 @@ def name_layers(where: str, layers: Iterable[Layer | tuple[str, Layer]]) -> list
             base = _snake(item.kind)
             named.append((f"{base}_{counts.get(base, 0)}", item))
             counts[base] = counts.get(base, 0) + 1
-        elif (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
-              and isinstance(item[1], Layer)):
-            named.append((item[0], item[1]))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            named.append((item[0], check_is_layer(item[1], f"{where}: argument {i} ({item[0]!r}, ...)")))
         else:
-            raise TypeError(f"{where}: argument {i} must be a layer or a (name, layer) pair, got {item!r:.80}")
+            check_is_layer(item, f"{where}: argument {i}")
     names = [n for n, _ in named]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -503,4 +564,8 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
         vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
         return Output(x, vjp, new_state)
 
-    return make_layer(kind, init, apply, children=named, tuple_input=True)
+    # Integer indices are checked here, so that an example batch for init is made of indices;
+    # anything else is left to the first layer, whose error then names its position.
+    first = named[0][1]
+    inputs = "int" if first.inputs == "int" else "any"
+    return make_layer(kind, init, apply, children=named, inputs=inputs, index_range=first.index_range)

@@ -16,7 +16,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
-from fnn.core import Layer, ShapeDtype, batch_of, like
+from fnn.core import Layer, ShapeDtype, batch_of, check_is_layer, like
 
 __all__ = ["Row", "summary", "closure_arrays"]
 
@@ -90,6 +90,7 @@ def summary(layer: Layer, shape: Any, batch_size: int = 1, *, params: Any = None
     cached bytes are those of its whole subtree; the last row is the total, each
     buffer counted once.
     """
+    check_is_layer(layer, "summary")
     k_init, k_x, k_apply = _random.split(_random.key(0) if key is None else key, 3)
     if params is None:
         params = layer.init(k_init, shape, dtype)

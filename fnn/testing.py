@@ -20,16 +20,16 @@ docstring) and raises :class:`ContractError` naming the property that failed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
-from fnn.core import Layer, _shape_of, batch_of, output_shape
+from fnn.core import Layer, check_is_layer, example_batch, is_index_array, output_shape, shape_of
 
-__all__ = ["GradientCheckError", "ContractError", "check_vjp", "check_vjp_fn", "check_layer"]
+__all__ = ["GradientCheckError", "ContractError", "CHECKS", "check_vjp", "check_vjp_fn", "check_layer"]
 
 
 class GradientCheckError(AssertionError):
@@ -58,13 +58,16 @@ def check_vjp_fn(
 ) -> dict[str, float]:
     """Check ``f``'s vjp in float64; return ``{path: worst relative error}``.
 
-    ``params`` and ``x`` are cast to float64. A leaf passes when
-    ``|analytic - numeric| <= atol + rtol * max(|numeric|)`` over its entries
+    ``params`` and float ``x`` are cast to float64. An integer ``x`` (indices) is
+    left as it is and not differentiated: its ``dx`` must be ``None``. A leaf passes
+    when ``|analytic - numeric| <= atol + rtol * max(|numeric|)`` over its entries
     (or directions). Raises :class:`GradientCheckError` with a table otherwise.
     """
     key = _random.key(0) if key is None else key
-    params, x = _as64(params), _as64(x)
-    inputs = {"params": params, "x": x}
+    indices = is_index_array(x)
+    params = _as64(params)
+    x = x if indices else _as64(x)
+    inputs = {"params": params} if indices else {"params": params, "x": x}
     y, vjp = f(params, x)
     k_dy, k_dir = _random.split(key, 2)
     y_pairs, _ = _tree.flatten(y)
@@ -72,15 +75,19 @@ def check_vjp_fn(
                  zip(_random.split(k_dy, len(y_pairs)), y_pairs)]
     dy = _tree.flatten(y)[1](dy_leaves)
     dparams, dx = vjp(dy)
-    analytic = {"params": dparams, "x": dx}
-    _tree.check_same_structure(inputs, analytic, names=["(params, x)", "(dparams, dx)"], shapes=True,
-                               where="check_vjp")
+    if indices and dx is not None:
+        raise GradientCheckError(f"the input is integer indices, so dx must be None; the vjp returned "
+                                 f"{type(dx).__name__}")
+    analytic = {"params": dparams} if indices else {"params": dparams, "x": dx}
+    names = ["params", "dparams"] if indices else ["(params, x)", "(dparams, dx)"]
+    _tree.check_same_structure(inputs, analytic, names=names, shapes=True, where="check_vjp")
 
     pairs, rebuild = _tree.flatten(inputs)
     flat_in = [leaf for _, leaf in pairs]
 
     def objective(leaves: list[np.ndarray]) -> float:
-        out, _ = f(*(lambda t: (t["params"], t["x"]))(rebuild(leaves)))
+        t = rebuild(leaves)
+        out, _ = f(t["params"], x if indices else t["x"])
         return sum(float(np.vdot(d, o)) for d, o in zip(dy_leaves, _tree.leaves(out)))
 
     def directional(i: int, v: np.ndarray) -> float:
@@ -146,7 +153,14 @@ def _same_bits(a: Any, b: Any) -> bool:
 
 
 def _close(a: Any, b: Any, rtol: float = 1e-10, atol: float = 1e-12) -> bool:
-    return _tree.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+    """Same structure and close leaves; a ``None`` (no ``dx`` for indices) only matches ``None``."""
+    try:
+        _tree.check_same_structure(a, b, shapes=True)
+    except (ValueError, TypeError):
+        return False
+    return all(u is None and v is None or u is not None and v is not None and
+               np.allclose(u, v, rtol=rtol, atol=atol, equal_nan=True)
+               for u, v in zip(_tree.leaves(a), _tree.leaves(b)))
 
 
 def _readonly_copy(t: Any) -> Any:
@@ -169,6 +183,176 @@ def _layouts(a: np.ndarray) -> dict[str, np.ndarray]:
             "negative-stride": flipped[..., ::-1]}
 
 
+CHECKS = ("shapes", "determinism", "gradients", "need_dx", "purity", "vjp_twice", "aliasing", "state", "dtype",
+          "batch_independence", "layouts")
+"""The properties :func:`check_layer` checks, in order; each can be chosen or skipped by name."""
+
+
+class _Subject(NamedTuple):
+    """What every check reads: the layer, its inputs and one application of it."""
+
+    layer: Layer
+    params: Any
+    x: Any
+    options: dict[str, Any]
+    out: Any
+    dy: Any
+    batch_size: int
+    batch_coupled: bool
+    shape: Any
+    k_init: _random.Key
+    k_fd: _random.Key
+    rtol: float
+    atol: float
+
+    def run(self, params: Any, x: Any, **options: Any) -> Any:
+        return self.layer.apply(params, x, **{**self.options, **options})
+
+    def fail(self, prop: str, detail: str) -> None:
+        raise ContractError(f"check_layer({self.layer.kind}): {prop}: {detail}")
+
+
+def _check_shapes(s: _Subject) -> Any:
+    y = s.out[0]
+    batch_sizes = {np.shape(a)[0] for a in _arrays(y)}
+    if batch_sizes != {s.batch_size}:
+        s.fail("shapes", f"output batch sizes {sorted(batch_sizes)}, expected {s.batch_size}")
+    predicted = output_shape(s.layer, s.params, tuple(s.shape), np.float64)
+    if predicted != shape_of(y):
+        s.fail("shapes", f"output_shape() says {predicted} but apply gave {shape_of(y)}")
+    return shape_of(y)
+
+
+def _check_determinism(s: _Subject) -> Any:
+    if not _same_bits(s.layer.init(s.k_init, s.shape, np.float64), s.layer.init(s.k_init, s.shape, np.float64)):
+        s.fail("determinism", "init with the same key gave different params")
+    if not _same_bits(s.run(s.params, s.x)[0], s.out[0]):
+        s.fail("determinism", "apply with the same inputs and options gave a different output")
+    return True
+
+
+def _check_gradients(s: _Subject) -> Any:
+    return check_vjp_fn(s.run, s.params, s.x, key=s.k_fd, rtol=s.rtol, atol=s.atol)
+
+
+def _check_need_dx(s: _Subject) -> Any:
+    full = s.out[1](s.dy)
+    try:
+        dparams, dx = s.out[1](s.dy, need_dx=False)
+    except TypeError as err:
+        s.fail("need_dx", f"vjp(dy, need_dx=False) failed ({err}); serial calls it so in every training step, "
+                          f"so a vjp must take need_dx")
+    if dx is not None:
+        s.fail("need_dx", f"vjp(dy, need_dx=False) must return dx = None, got {type(dx).__name__}")
+    if not _close(dparams, full[0], rtol=1e-12, atol=0):
+        s.fail("need_dx", "vjp(dy, need_dx=False) gave other dparams than vjp(dy)")
+    return True
+
+
+def _check_purity_twice_aliasing(s: _Subject, which: str) -> Any:
+    frozen = {"params": _readonly_copy(s.params), "x": _readonly_copy(s.x), "dy": _readonly_copy(s.dy),
+              "state": _readonly_copy(s.options.get("state"))}
+    before = {k: _tree.map(lambda a: a.copy() if isinstance(a, np.ndarray) else a, v) for k, v in frozen.items()}
+    try:
+        out = s.run(frozen["params"], frozen["x"], state=frozen["state"])
+        grads_1, grads_2 = out[1](frozen["dy"]), out[1](frozen["dy"])
+    except ValueError as err:
+        if "read-only" in str(err):
+            s.fail("purity", f"apply or vjp wrote into a read-only input ({err})")
+        raise
+    if which == "purity":
+        for name, value in frozen.items():
+            if not _same_bits(value, before[name]):
+                s.fail("purity", f"{name} changed during apply or vjp")
+    elif which == "vjp_twice":
+        if not _same_bits(grads_1, grads_2):
+            s.fail("vjp twice", "calling vjp twice with the same dy gave different results")
+    else:
+        inputs = [a for v in frozen.values() for a in _arrays(v)]
+        for name, value in {"y": out[0], "dparams": grads_1[0], "dx": grads_1[1], "state": out.state}.items():
+            if any(np.shares_memory(a, b) for a in _arrays(value) for b in inputs):
+                s.fail("aliasing", f"{name} shares memory with an input, a parameter, the state or dy")
+    return True
+
+
+def _check_state(s: _Subject) -> Any:
+    """A stateful layer's output state goes back in: same structure, shapes and dtypes, and the
+    input state is not needed again (threading it twice works)."""
+    state = s.out.state
+    if not _arrays(state):
+        return "stateless"
+    again = s.run(s.params, s.x, state=state)
+    try:
+        _tree.check_same_structure(state, again.state, names=["state", "the state it gives back"], shapes=True,
+                                   where="check_layer")
+    except ValueError as err:
+        s.fail("state", f"applying with the state it returned gave a state of another structure ({err})")
+    wrong = [str(b.dtype) for a, b in zip(_arrays(state), _arrays(again.state)) if a.dtype != b.dtype]
+    if wrong:
+        s.fail("state", f"the state changed dtype to {wrong} when threaded back in")
+    return "threaded"
+
+
+def _check_dtype(s: _Subject) -> Any:
+    for dtype in (np.float32, np.float64):
+        p_d = _tree.astype(s.params, dtype)
+        x_d = s.x if is_index_array(s.x) else _tree.astype(s.x, dtype)
+        state = s.options.get("state")
+        out_d = s.run(p_d, x_d, state=_tree.astype(state, dtype) if state else state)
+        grads = out_d[1](_tree.astype(s.dy, dtype))
+        for name, value in (("y", out_d[0]), ("dparams", grads[0]), ("dx", grads[1])):
+            wrong = sorted({str(a.dtype) for a in _arrays(value) if a.dtype != dtype})
+            if wrong:
+                s.fail("dtype", f"{np.dtype(dtype)} inputs gave {name} of dtype {wrong}")
+    return True
+
+
+def _check_batch_independence(s: _Subject) -> Any:
+    if s.batch_coupled or s.batch_size == 1:
+        return "skipped (batch-coupled)" if s.batch_coupled else "skipped (batch of 1)"
+    y, grads = s.out[0], s.out[1](s.dy)
+    total = _tree.zeros_like(grads[0])
+    for n in range(s.batch_size):
+        def row(t: Any, n: int = n) -> Any:
+            return _tree.map(lambda a: a[n:n + 1], t)
+
+        out_n = s.run(s.params, row(s.x))
+        if not _close(out_n[0], row(y)):
+            s.fail("batch independence", f"example {n} alone gives a different output than in the batch")
+        g_n, dx_n = out_n[1](row(s.dy))
+        if not _close(dx_n, grads[1] if grads[1] is None else row(grads[1])):
+            s.fail("batch independence", f"example {n} alone gives a different dx than in the batch")
+        total = _tree.add(total, g_n)
+    if not _close(total, grads[0], rtol=1e-8, atol=1e-10):
+        s.fail("batch independence", "per-example dparams do not sum to the batch's dparams")
+    return True
+
+
+def _check_layouts(s: _Subject) -> Any:
+    grads = s.out[1](s.dy)
+    for name in ("Fortran-ordered", "non-contiguous", "negative-stride"):
+        x_l = _tree.map(lambda a, name=name: _layouts(a)[name] if a.ndim >= 2 else a, s.x)
+        out_l = s.run(s.params, x_l)
+        if not (_close(out_l[0], s.out[0]) and _close(out_l[1](s.dy), grads)):
+            s.fail("memory layout", f"a {name} input gives different results than a contiguous one")
+    return True
+
+
+_CHECK_FUNCTIONS: dict[str, Callable[[_Subject], Any]] = {
+    "shapes": _check_shapes,
+    "determinism": _check_determinism,
+    "gradients": _check_gradients,
+    "need_dx": _check_need_dx,
+    "purity": lambda s: _check_purity_twice_aliasing(s, "purity"),
+    "vjp_twice": lambda s: _check_purity_twice_aliasing(s, "vjp_twice"),
+    "aliasing": lambda s: _check_purity_twice_aliasing(s, "aliasing"),
+    "state": _check_state,
+    "dtype": _check_dtype,
+    "batch_independence": _check_batch_independence,
+    "layouts": _check_layouts,
+}
+
+
 def check_layer(
     layer: Layer,
     shape: Any,
@@ -181,128 +365,48 @@ def check_layer(
     batch_coupled: bool = False,
     rtol: float = 1e-5,
     atol: float = 1e-8,
+    checks: Iterable[str] | None = None,
+    skip: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Check the layer protocol of :mod:`fnn.core` for ``layer`` on examples of ``shape``.
 
-    In order: ``init``/``apply`` shape agreement (and ``fnn.output_shape``), determinism
-    under the same key, the float64 gradient check of ``dparams`` and ``dx``
-    (:func:`check_vjp_fn`), purity on read-only inputs, ``vjp`` called twice, no
-    output, gradient or state aliasing an input or the cotangent, dtype preservation
-    (float32 and float64), batched results equal to per-example results (skipped
-    with ``batch_coupled=True``, for BatchNorm in training or Dropout), and
-    Fortran-ordered, non-contiguous and negative-stride inputs giving the results of
-    contiguous ones.
+    The checks, by name (:data:`CHECKS`), in order: ``shapes`` (``init``/``apply``
+    agreement and ``fnn.output_shape``), ``determinism`` under the same key,
+    ``gradients`` (the float64 finite-difference check of ``dparams`` and ``dx``,
+    :func:`check_vjp_fn`), ``need_dx`` (``vjp(dy, need_dx=False)`` gives the same
+    ``dparams`` and ``dx = None``, as ``serial`` needs), ``purity`` on read-only
+    inputs, ``vjp_twice``, ``aliasing`` (no output, gradient or state sharing memory
+    with an input or the cotangent), ``state`` (a stateful layer's output state
+    threads back in), ``dtype`` (float32 and float64 are kept), ``batch_independence``
+    (batched results equal per-example ones; skipped with ``batch_coupled=True``, for
+    BatchNorm in training or Dropout) and ``layouts`` (Fortran-ordered, non-contiguous
+    and negative-stride inputs give the results of contiguous ones). ``checks`` runs
+    only those named, ``skip`` leaves some out.
 
-    ``x`` (a float64 batch, or a tuple of them) and ``params`` default to draws from
-    ``key``; ``options`` are passed to ``apply`` (``train``, ``key``, ``state``).
-    Returns ``{property: detail}``; raises :class:`ContractError` (or
-    :class:`GradientCheckError`) on the first failure.
+    ``x`` (a float64 batch, a tuple of them, or integer indices for a layer that takes
+    them) and ``params`` default to draws from ``key``: for an integer-input layer,
+    indices in ``[0, layer.index_range)``, which are not differentiated. ``options``
+    are passed to ``apply`` (``train``, ``key``, ``state``). Returns
+    ``{check: detail}``; raises :class:`ContractError` (or :class:`GradientCheckError`)
+    on the first failure.
     """
+    check_is_layer(layer, "check_layer")
+    chosen = list(CHECKS if checks is None else checks)
+    unknown = sorted(set(chosen) - set(CHECKS)) + sorted(set(skip) - set(CHECKS))
+    if unknown:
+        raise ValueError(f"check_layer: unknown checks {unknown}; the checks are {list(CHECKS)}")
     options = dict(options or {})
     key = _random.key(0) if key is None else key
     k_init, k_x, k_dy, k_fd = _random.split(key, 4)
-    report: dict[str, Any] = {}
-
-    def fail(prop: str, detail: str) -> None:
-        raise ContractError(f"check_layer({layer.kind}): {prop}: {detail}")
-
     params = layer.init(k_init, shape, np.float64) if params is None else _as64(params)
-    x = batch_of(tuple(shape), np.float64, batch_size, k_x) if x is None else _as64(x)
-
-    def run(p: Any, v: Any) -> Any:
-        return layer.apply(p, v, **options)
-
-    def cotangent(y: Any) -> Any:
-        pairs, rebuild = _tree.flatten(y)
-        return rebuild([_random.normal(k, np.shape(a), np.asarray(a).dtype)
-                        for k, (_, a) in zip(_random.split(k_dy, len(pairs)), pairs)])
-
-    # 1. shapes
-    out = run(params, x)
-    y, vjp = out
-    batch_sizes = {np.shape(a)[0] for a in _arrays(y)}
-    if batch_sizes != {batch_size}:
-        fail("shapes", f"output batch sizes {sorted(batch_sizes)}, expected {batch_size}")
-    predicted = output_shape(layer, params, tuple(shape), np.float64)
-    if predicted != _shape_of(y):
-        fail("shapes", f"output_shape() says {predicted} but apply gave {_shape_of(y)}")
-    report["shapes"] = _shape_of(y)
-
-    # 2. determinism under the same key
-    if not _same_bits(layer.init(k_init, shape, np.float64), layer.init(k_init, shape, np.float64)):
-        fail("determinism", "init with the same key gave different params")
-    if not _same_bits(run(params, x)[0], y):
-        fail("determinism", "apply with the same inputs and options gave a different output")
-    report["determinism"] = True
-
-    # 3. gradients
-    report["gradients"] = check_vjp_fn(run, params, x, key=k_fd, rtol=rtol, atol=atol)
-
-    # 4, 5, 6. purity, vjp twice, aliasing
-    dy = cotangent(y)
-    frozen = {"params": _readonly_copy(params), "x": _readonly_copy(x), "dy": _readonly_copy(dy),
-              "state": _readonly_copy(options.get("state"))}
-    before = {k: _tree.map(lambda a: a.copy() if isinstance(a, np.ndarray) else a, v) for k, v in frozen.items()}
-    try:
-        out_ro = layer.apply(frozen["params"], frozen["x"], **{**options, "state": frozen["state"]})
-        grads_1 = out_ro[1](frozen["dy"])
-        grads_2 = out_ro[1](frozen["dy"])
-    except ValueError as err:
-        if "read-only" in str(err):
-            fail("purity", f"apply or vjp wrote into a read-only input ({err})")
-        raise
-    for name, value in frozen.items():
-        if not _same_bits(value, before[name]):
-            fail("purity", f"{name} changed during apply or vjp")
-    report["purity"] = True
-    if not _same_bits(grads_1, grads_2):
-        fail("vjp twice", "calling vjp twice with the same dy gave different results")
-    report["vjp_twice"] = True
-    inputs = _arrays(frozen["params"]) + _arrays(frozen["x"]) + _arrays(frozen["dy"]) + _arrays(frozen["state"])
-    outputs = {"y": out_ro[0], "dparams": grads_1[0], "dx": grads_1[1], "state": out_ro.state}
-    for name, value in outputs.items():
-        for a in _arrays(value):
-            if any(np.shares_memory(a, b) for b in inputs):
-                fail("aliasing", f"{name} shares memory with an input, a parameter, the state or dy")
-    report["aliasing"] = True
-
-    # 7. dtypes
-    for dtype in (np.float32, np.float64):
-        p_d, x_d = _tree.astype(params, dtype), _tree.astype(x, dtype)
-        state = options.get("state")
-        out_d = layer.apply(p_d, x_d, **{**options, "state": _tree.astype(state, dtype) if state else state})
-        grads = out_d[1](_tree.astype(dy, dtype))
-        for name, value in (("y", out_d[0]), ("dparams", grads[0]), ("dx", grads[1])):
-            wrong = sorted({str(a.dtype) for a in _arrays(value) if a.dtype != dtype})
-            if wrong:
-                fail("dtype", f"{np.dtype(dtype)} inputs gave {name} of dtype {wrong}")
-    report["dtype"] = True
-
-    # 8. batch independence
-    grads = vjp(dy)
-    if not batch_coupled and batch_size > 1:
-        total = _tree.zeros_like(grads[0])
-        for n in range(batch_size):
-            row = _tree.map(lambda a, n=n: a[n:n + 1], x)
-            out_n = run(params, row)
-            dy_n = _tree.map(lambda a, n=n: a[n:n + 1], dy)
-            if not _close(out_n[0], _tree.map(lambda a, n=n: a[n:n + 1], y)):
-                fail("batch independence", f"example {n} alone gives a different output than in the batch")
-            g_n, dx_n = out_n[1](dy_n)
-            if not _close(dx_n, _tree.map(lambda a, n=n: a[n:n + 1], grads[1])):
-                fail("batch independence", f"example {n} alone gives a different dx than in the batch")
-            total = _tree.add(total, g_n)
-        if not _close(total, grads[0], rtol=1e-8, atol=1e-10):
-            fail("batch independence", "per-example dparams do not sum to the batch's dparams")
-        report["batch_independence"] = True
-    else:
-        report["batch_independence"] = "skipped (batch-coupled)" if batch_coupled else "skipped (batch of 1)"
-
-    # 9. memory layouts
-    for name in ("Fortran-ordered", "non-contiguous", "negative-stride"):
-        x_l = _tree.map(lambda a, name=name: _layouts(a)[name] if a.ndim >= 2 else a, x)
-        out_l = run(params, x_l)
-        if not (_close(out_l[0], y) and _close(out_l[1](dy), grads)):
-            fail("memory layout", f"a {name} input gives different results than a contiguous one")
-    report["layouts"] = True
-    return report
+    if x is None:
+        x = example_batch(layer, tuple(shape), np.float64, batch_size, k_x)
+    elif not is_index_array(x):
+        x = _as64(x)
+    out = layer.apply(params, x, **options)
+    pairs, rebuild = _tree.flatten(out[0])
+    dy = rebuild([_random.normal(k, np.shape(a), np.asarray(a).dtype)
+                  for k, (_, a) in zip(_random.split(k_dy, len(pairs)), pairs)])
+    subject = _Subject(layer, params, x, options, out, dy, batch_size, batch_coupled, shape, k_init, k_fd,
+                       rtol, atol)
+    return {name: _CHECK_FUNCTIONS[name](subject) for name in CHECKS if name in chosen and name not in set(skip)}

@@ -128,6 +128,26 @@ def dropout(draw: Any) -> Case:
     return Case(layer, shape)
 
 
+@st.composite
+def embedding(draw: Any) -> Case:
+    """Index shapes () to (2, 3); a table small enough that indices repeat (gradients add up);
+    sometimes inside a serial that learns from it. With a padding row the drawn indices avoid
+    it: the row is frozen by definition (no gradient, as in PyTorch), which finite
+    differences cannot see; tests/layers/test_embedding.py checks it against PyTorch."""
+    num, features = draw(ints(1, 5)), draw(ints(1, 3))
+    padding_idx = draw(st.one_of(st.none(), ints(-num, num - 1))) if num > 1 else None
+    layer = L.Embedding(num, features, padding_idx=padding_idx)
+    shape = draw(sides(0, 2))
+    x = None
+    if padding_idx is not None:
+        seed = draw(ints(0, 2**16), label="x seed")
+        others = np.delete(np.arange(num), padding_idx % num)
+        x = np.random.default_rng(seed).choice(others, (3, *shape))
+    if draw(st.booleans(), label="in a serial"):
+        return Case(fnn.serial(layer, L.Tanh(), L.Dense(2)), shape, x)
+    return Case(layer, shape, x)
+
+
 def recurrent(make: Any) -> Any:
     @st.composite
     def case(draw: Any) -> Case:
@@ -211,6 +231,7 @@ REGISTRY: dict[str, st.SearchStrategy[Case]] = {
     "BatchNorm": batchnorm(),
     "LayerNorm": layernorm(),
     "Dropout": dropout(),
+    "Embedding": embedding(),
     "RNN": recurrent(lambda h, n, b: L.RNN(h, n, "tanh", b)),
     "LSTM": recurrent(L.LSTM),
     "GRU": recurrent(L.GRU),

@@ -162,7 +162,9 @@ def test_serial_duplicate_names_raise(layers, match):
 
 @pytest.mark.parametrize("args, error, match", [
     ((), ValueError, "at least one layer"),
-    ((Dense(2), 3), TypeError, "argument 1 must be a layer or a \\(name, layer\\) pair"),
+    ((Dense(2), 3), TypeError, "argument 1: expected an fnn Layer .*, got int"),
+    ((Dense(2), (lambda k, s: {}, lambda p, x: (x, None))), TypeError,
+     "argument 1: expected an fnn Layer, got a plain \\(init, apply\\) tuple \\(stax style\\); .*make_layer"),
     ((("a",),), TypeError, "argument 0"),
     (((1, Dense(2)),), TypeError, "argument 0"),
     ((("a", lambda x: x),), TypeError, "argument 0"),
@@ -282,7 +284,7 @@ def test_serial_apply_errors_name_the_layer():
     _, vjp = net.apply(params, x_of((2, 3)))
     with pytest.raises(ValueError, match="^serial layer 2 'out' \\(Dense\\(2\\)\\): Dense\\(2\\).vjp: dy has shape"):
         vjp(np.zeros((2, 3), np.float32))
-    with pytest.raises(TypeError, match="^serial: input x has dtype int64"):
+    with pytest.raises(TypeError, match=r"^serial layer 0 'dense_0' \(Dense\(4\)\): Dense\(4\): input x has dtype int"):
         net.apply(params, np.ones((2, 3), np.int64))
 
 

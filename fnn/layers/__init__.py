@@ -4,6 +4,7 @@ from fnn.layers.activations import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax
 from fnn.layers.conv import Conv2D
 from fnn.layers.dense import Dense
 from fnn.layers.dropout import Dropout
+from fnn.layers.embedding import Embedding
 from fnn.layers.norm import BatchNorm, LayerNorm
 from fnn.layers.pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from fnn.layers.recurrent import GRU, LSTM, RNN, LastStep, MeanOverTime
@@ -15,6 +16,7 @@ __all__ = [
     "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
     "Flatten",
     "GRU",
     "GlobalAvgPool2D",
