@@ -4,11 +4,25 @@ Every layer is a pair of pure functions ``init(key, shape) -> params`` and
 ``apply(params, x) -> (y, vjp)``; see :mod:`fnn.core` for the protocol.
 """
 
-from fnn import data, distributed, init, interop, layers, losses, ops, optim, per_example, random, tree
+from fnn import (
+    data,
+    distributed,
+    init,
+    inspection,
+    interop,
+    layers,
+    losses,
+    ops,
+    optim,
+    per_example,
+    random,
+    testing,
+    tree,
+)
 from fnn.checkpoint import CheckpointError, load, load_metadata, save
 from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual
 from fnn.core import Layer, NonFiniteError, Output, output_shape, serial
-from fnn.summary import summary
+from fnn.inspection import summary
 
 __version__ = "0.1.0.dev0"
 
@@ -24,6 +38,7 @@ __all__ = [
     "fan_in_sum",
     "fan_out",
     "init",
+    "inspection",
     "interop",
     "layers",
     "load",
@@ -39,5 +54,6 @@ __all__ = [
     "save",
     "serial",
     "summary",
+    "testing",
     "tree",
 ]

@@ -330,8 +330,8 @@ def like(y: Any) -> Any:
 
 
 def check_cotangent(kind: str, dy: Any, y: Any) -> Any:
-    """Check that ``dy`` has the shape of ``y`` (an array, a :class:`ShapeDtype`, or a tuple
-    of them, element by element); return it in ``y``'s dtype."""
+    """Check that ``dy`` has the shape and dtype of ``y`` (an array, a :class:`ShapeDtype`, or a
+    tuple of them, element by element); return it."""
     if isinstance(y, tuple) and not isinstance(y, ShapeDtype):
         if not isinstance(dy, tuple) or len(dy) != len(y):
             raise ValueError(f"{kind}.vjp: dy must be a tuple of {len(y)} arrays like the output y")
@@ -340,9 +340,10 @@ def check_cotangent(kind: str, dy: Any, y: Any) -> Any:
         raise TypeError(f"{kind}.vjp: dy must be a numpy array of shape {y.shape}, got {type(dy).__name__}")
     if dy.shape != y.shape:
         raise ValueError(f"{kind}.vjp: dy has shape {dy.shape} but the output y has shape {y.shape}")
-    if dy.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{kind}.vjp: dy has dtype {dy.dtype}; expected {y.dtype}")
-    return dy.astype(y.dtype, copy=False)
+    if dy.dtype != y.dtype:
+        raise TypeError(f"{kind}.vjp: dy has dtype {dy.dtype} but the output y has dtype {y.dtype}; "
+                        f"pass dy.astype(np.{y.dtype}) (nothing is cast silently)")
+    return dy
 
 
 def check_no_params(kind: str, params: Any) -> None:

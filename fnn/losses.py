@@ -98,7 +98,7 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothin
 
 def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean") -> tuple[float, np.ndarray]:
     """Squared error over all elements, averaged (``reduction="mean"``, the default) or summed;
-    shapes must match exactly (no broadcasting). Returns ``(loss, dpred)``.
+    shapes and dtypes must match exactly (no broadcasting, no cast). Returns ``(loss, dpred)``.
     """
     if not isinstance(pred, np.ndarray) or pred.dtype not in _FLOATS:
         got = getattr(pred, "dtype", type(pred).__name__)
@@ -106,13 +106,16 @@ def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean") -> tuple[
     target = np.asarray(target)
     if target.dtype.kind not in "biuf":  # object arrays would turn None into NaN, strings fail inside numpy
         raise TypeError(f"mse: target must be a real numeric array, got dtype {target.dtype}")
+    if target.dtype != pred.dtype:
+        raise TypeError(f"mse: target has dtype {target.dtype} but pred has dtype {pred.dtype}; pass "
+                        f"target.astype(np.{pred.dtype}) (nothing is cast silently)")
     if target.shape != pred.shape:
         raise ValueError(f"mse: pred has shape {pred.shape} but target has shape {target.shape}; "
                          f"they must match exactly (no broadcasting)")
     scale = pred.size if _reduction("mse", reduction) == "mean" else 1
     if pred.size == 0:
         return 0.0, np.zeros_like(pred)
-    diff = pred - target.astype(pred.dtype, copy=False)
+    diff = pred - target
     return float(np.vdot(diff, diff)) / scale, (2 / scale) * diff
 
 

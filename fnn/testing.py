@@ -299,8 +299,11 @@ def _check_dtype(s: _Subject) -> Any:
         x_d = s.x if is_index_array(s.x) else _tree.astype(s.x, dtype)
         state = s.options.get("state")
         out_d = s.run(p_d, x_d, state=_tree.astype(state, dtype) if state else state)
+        wrong = sorted({str(a.dtype) for a in _arrays(out_d[0]) if a.dtype != dtype})
+        if wrong:
+            s.fail("dtype", f"{np.dtype(dtype)} inputs gave y of dtype {wrong}")
         grads = out_d[1](_tree.astype(s.dy, dtype))
-        for name, value in (("y", out_d[0]), ("dparams", grads[0]), ("dx", grads[1])):
+        for name, value in (("dparams", grads[0]), ("dx", grads[1])):
             wrong = sorted({str(a.dtype) for a in _arrays(value) if a.dtype != dtype})
             if wrong:
                 s.fail("dtype", f"{np.dtype(dtype)} inputs gave {name} of dtype {wrong}")

@@ -239,7 +239,7 @@ def test_empty_batch_gives_a_defined_output(make, shape, train):
     (lambda: losses.softmax_cross_entropy(np.zeros((0, 3), np.float32), np.zeros(0, np.int64)), (0, 3)),
     (lambda: losses.softmax_cross_entropy(np.zeros((0, 3)), np.zeros((0, 3)), label_smoothing=0.1), (0, 3)),
     (lambda: losses.softmax_cross_entropy(np.zeros((0, 3)), np.zeros(0, np.int64), reduction="sum"), (0, 3)),
-    (lambda: losses.mse(np.zeros((0, 2), np.float32), np.zeros((0, 2))), (0, 2)),
+    (lambda: losses.mse(np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)), (0, 2)),
     (lambda: losses.mse(np.zeros((0,)), np.zeros((0,)), reduction="sum"), (0,)),
     (lambda: (losses.accuracy(np.zeros((0, 3)), np.zeros(0, np.int64)), np.zeros((0, 3))), (0, 3)),
 ])
@@ -683,8 +683,11 @@ def test_wrong_cotangent_to_a_vjp(make, shape):
     kind = re.escape(layer.kind + ".vjp: ")
     with pytest.raises(ValueError, match=kind + m(f"dy has shape {wide} but the output y has shape {y.shape}")):
         vjp(np.ones(wide, np.float32))
-    with pytest.raises(TypeError, match=kind + m("dy has dtype int64; expected float32")):
+    with pytest.raises(TypeError, match=kind + m("dy has dtype int64 but the output y has dtype float32")):
         vjp(np.ones(y.shape, np.int64))
+    with pytest.raises(TypeError, match=kind + m("dy has dtype float64 but the output y has dtype float32",
+                                                 "pass dy.astype(np.float32) (nothing is cast silently)")):
+        vjp(np.ones(y.shape, np.float64))
     with pytest.raises(TypeError, match=kind + m(f"dy must be a numpy array of shape {y.shape}, got list")):
         vjp(np.ones(y.shape).tolist())
 
@@ -789,6 +792,9 @@ def test_state_for_the_wrong_layers(state, error, match):
     (lambda: losses.mse(ones(2), np.array([1.0, None])), TypeError,
      m("mse: target must be a real numeric array, got dtype object")),
     (lambda: losses.mse(ones(2), np.array(["a", "b"])), TypeError, m("mse: target", "got dtype <U1")),
+    (lambda: losses.mse(ones(2), np.array([1, 2])), TypeError,
+     m("mse: target has dtype int64 but pred has dtype float32; pass target.astype(np.float32)")),
+    (lambda: losses.mse(ones(2), np.ones(2)), TypeError, m("mse: target has dtype float64 but pred has dtype float32")),
     (lambda: losses.softmax_cross_entropy(ones(3), np.array([0])), ValueError,
      m("softmax_cross_entropy: logits must have shape (N, C) with C > 0, got (3,)")),
     (lambda: losses.softmax_cross_entropy(np.ones((2, 3), np.int64), np.array([0, 1])), TypeError,

@@ -242,7 +242,7 @@ def loss_calls(dtype):
         "sce-int-smooth": (softmax_cross_entropy, logits, (np.array([0, 2, 1, 2]),), {"label_smoothing": 0.2}),
         "sce-prob": (softmax_cross_entropy, logits, (probs / probs.sum(axis=1, keepdims=True),), {}),
         "sce-prob-smooth": (softmax_cross_entropy, logits, (probs,), {"label_smoothing": 0.5}),
-        "mse": (mse, logits, (random.normal(k3, (4, 3), np.float64),), {}),
+        "mse": (mse, logits, (random.normal(k3, (4, 3), dtype),), {}),
         "l2_penalty": (l2_penalty, {"w": logits, "b": logits[0].copy()}, (0.5,), {}),
     }
 

@@ -59,9 +59,8 @@ def test_dtype_is_preserved(dtype, case, train):
     x = x.astype(dtype)
     y, vjp = layer.apply({}, x, train=train, key=key)
     assert y.dtype == dtype and y.shape == x.shape
-    for dy_dtype in (np.float32, np.float64):
-        _, dx = vjp(np.ones(x.shape, dy_dtype))
-        assert dx.dtype == dtype and dx.shape == x.shape
+    _, dx = vjp(np.ones(x.shape, dtype))
+    assert dx.dtype == dtype and dx.shape == x.shape
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.3, 0.5, 0.8])

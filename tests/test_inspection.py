@@ -1,4 +1,4 @@
-"""fnn.summary: parameter counts, and the bytes each vjp closure keeps, checked against independent counts."""
+"""fnn.inspection (fnn.summary): parameter counts and the bytes each vjp closure keeps, against independent counts."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import pytest
 import fnn
 from fnn import random
 from fnn.core import ShapeDtype
+from fnn.inspection import Row, closure_arrays, format_rows
 from fnn.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Identity, MaxPool2D, ReLU, Tanh
-from fnn.summary import Row, closure_arrays, format_rows
 
 F32 = 4
 
@@ -211,3 +211,12 @@ def test_closure_arrays_of_a_closure_without_arrays_and_with_an_empty_cell():
     f = outer()
     assert list(closure_arrays(f).values())[0].shape == (2,)
     assert closure_arrays(lambda: 1) == {}
+
+
+def test_the_module_and_the_function_are_both_reachable_after_import_fnn() -> None:
+    """Regression: ``fnn.summary`` (the function) used to shadow its own module ``fnn.summary``."""
+    import fnn as f
+
+    assert callable(f.summary) and f.inspection.summary is f.summary
+    assert f.inspection.closure_arrays is closure_arrays
+    assert callable(f.testing.check_layer)  # fnn.testing needs no import of its own
