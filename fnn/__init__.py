@@ -21,12 +21,13 @@ from fnn import (
 )
 from fnn.checkpoint import CheckpointError, load, load_metadata, save
 from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual
-from fnn.core import Layer, NonFiniteError, Output, output_shape, serial
+from fnn.core import INITIAL_STATE, Layer, NonFiniteError, Output, output_shape, serial
 from fnn.inspection import summary
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "INITIAL_STATE",
     "CheckpointError",
     "Layer",
     "NonFiniteError",

@@ -32,7 +32,9 @@ every layer it holds: ``train`` selects training behaviour (Dropout masks,
 BatchNorm batch statistics); ``key`` is an ``fnn.random`` key for layers that
 draw random numbers (``serial`` splits it so each layer gets its own);
 ``state`` is the layer's non-trainable state (BatchNorm running statistics),
-``None`` meaning the layer's initial state; ``check_finite=True`` makes the
+``None`` meaning the layer's initial state in training (in evaluation BatchNorm
+refuses it: its running statistics were forgotten; :data:`INITIAL_STATE` asks for
+the initial state on purpose); ``check_finite=True`` makes the
 first layer whose output holds NaN or inf raise :class:`NonFiniteError` (NaN
 otherwise propagates, as in numpy: nothing is ever masked); ``world``, a
 :class:`fnn.distributed.World`, says that ``x`` is this rank's shard of a
@@ -72,6 +74,8 @@ __all__ = [
     "make_layer",
     "apply_child",
     "NonFiniteError",
+    "INITIAL_STATE",
+    "InitialState",
     "parameterless",
     "check_params",
     "check_is_layer",
@@ -103,6 +107,19 @@ class Options(NamedTuple):
     state: Any = None
     check_finite: bool = False
     world: World | None = None
+
+
+class InitialState:
+    """The type of :data:`INITIAL_STATE`."""
+
+    def __repr__(self) -> str:
+        return "fnn.INITIAL_STATE"
+
+
+INITIAL_STATE = InitialState()
+"""``state=INITIAL_STATE`` asks every layer for its initial state on purpose (BatchNorm: mean 0,
+variance 1), where ``state=None`` in evaluation would be a mistake: the statistics of training
+were forgotten."""
 
 
 class NonFiniteError(ValueError):
@@ -426,7 +443,7 @@ def output_shape(layer: Layer, params: Any, shape: Any, dtype: Any = np.float32)
     (index 0 for a layer that takes integer indices).
     """
     check_is_layer(layer, "output_shape")
-    y, _ = layer.apply(params, example_batch(layer, shape, dtype))
+    y, _ = layer.apply(params, example_batch(layer, shape, dtype), state=INITIAL_STATE)
     return shape_of(y)
 
 
@@ -447,7 +464,8 @@ def apply_child(layer: Layer, params: Any, x: Any, opts: Options, key: _random.K
     """
     out = layer.apply(params, x, train=opts.train, key=key, state=state, check_finite=opts.check_finite,
                       world=opts.world)
-    if state is not None and not (isinstance(state, dict) and not state) and not out.state:
+    if state is not None and state is not INITIAL_STATE and not (isinstance(state, dict) and not state) \
+            and not out.state:
         got = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{layer.kind}: has no state but was given state {got} "
                          f"(state saved for another layer or architecture?)")
@@ -482,13 +500,16 @@ def split_options(kind: str, params: Any, opts: Options, names: list[str]) -> tu
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(f"{kind}: params has keys {got} but this {kind} expects {sorted(names)} "
                          f"(params from a different architecture?)")
+    keys = list(_random.split(opts.key, len(names))) if opts.key is not None else [None] * len(names)
+    if opts.state is INITIAL_STATE:
+        return keys, dict.fromkeys(names, INITIAL_STATE)
     if opts.state is not None and not isinstance(opts.state, dict):
-        raise TypeError(f"{kind}: state must be a dict keyed by layer name, got {type(opts.state).__name__}")
+        raise TypeError(f"{kind}: state must be a dict keyed by layer name, fnn.INITIAL_STATE or None, "
+                        f"got {type(opts.state).__name__}")
     state = opts.state or {}
     unknown = sorted(set(state) - set(names))
     if unknown:
         raise ValueError(f"{kind}: state has entries {unknown} for layers this {kind} does not have")
-    keys = list(_random.split(opts.key, len(names))) if opts.key is not None else [None] * len(names)
     return keys, state
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
-from fnn.core import Layer, ShapeDtype, batch_of, check_is_layer, like
+from fnn.core import INITIAL_STATE, Layer, ShapeDtype, batch_of, check_is_layer, like
 
 __all__ = ["Row", "summary", "closure_arrays"]
 
@@ -96,7 +96,7 @@ def summary(layer: Layer, shape: Any, batch_size: int = 1, *, params: Any = None
         params = layer.init(k_init, shape, dtype)
 
     x = batch_of(tuple(shape), dtype, batch_size, k_x)
-    out = layer.apply(params, x, train=train, key=k_apply if train else None)
+    out = layer.apply(params, x, train=train, key=k_apply if train else None, state=INITIAL_STATE)
     param_ids = {id(_root(p)) for p in _tree.leaves(params) if isinstance(p, np.ndarray)}
 
     def cached(fn: Callable[..., Any]) -> dict[int, np.ndarray]:

@@ -35,7 +35,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
-from fnn.core import Layer, batch_of
+from fnn.core import INITIAL_STATE, Layer, batch_of
 
 __all__ = ["from_torch_state_dict", "to_torch_state_dict"]
 
@@ -139,7 +139,7 @@ def _match(where: str, what: str, slots: list[_Slot], groups: list[tuple[str, di
 
 def _fresh(layer: Layer, shape: Any, dtype: Any) -> tuple[Any, Any]:
     params = layer.init(_random.key(0), shape, dtype)
-    return params, layer.apply(params, batch_of(shape, dtype)).state
+    return params, layer.apply(params, batch_of(shape, dtype), state=INITIAL_STATE).state
 
 
 def from_torch_state_dict(layer: Layer, state_dict: dict[str, Any], shape: Any,

@@ -110,7 +110,7 @@ def resume(world: dist.World, outdir: Path, phase: str, ckpt: str) -> None:
         run = train(world, run, bn, opt, dtype, range(STEPS // 2))
         dist.save(world, ckpt, run, metadata={"world_size": world.size})
         return
-    template_state = lenet(bn).apply(run["params"], np.zeros((1, *SHAPE), dtype)).state
+    template_state = lenet(bn).apply(run["params"], np.zeros((1, *SHAPE), dtype), state=fnn.INITIAL_STATE).state
     saved = dist.load(world, ckpt, like={**run, "state": template_state})
     run = train(world, saved, bn, opt, dtype, range(STEPS // 2, STEPS))
     fnn.save(outdir / f"resume-rank{world.rank}.fnn", run)

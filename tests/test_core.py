@@ -41,7 +41,7 @@ def Counter():
         return {}
 
     def apply(params, x, opts):
-        count = 0 if opts.state is None else int(opts.state["count"])
+        count = 0 if opts.state is None or opts.state is fnn.INITIAL_STATE else int(opts.state["count"])
         y = x + x.dtype.type(count)
         return Output(y, passthrough_vjp, {"count": np.array(count + 1 if opts.train else count)})
 
@@ -340,7 +340,7 @@ def test_serial_layers_without_state_return_empty_state():
 def test_serial_rejects_bad_state():
     net = serial(Dense(3), ("c", Counter()))
     params = net.init(KEY, (3,))
-    with pytest.raises(TypeError, match="state must be a dict keyed by layer name, got list"):
+    with pytest.raises(TypeError, match="state must be a dict keyed by layer name, fnn.INITIAL_STATE or None, got"):
         net.apply(params, x_of((2, 3)), state=[1])
     with pytest.raises(ValueError, match="state has entries \\['nope'\\] for layers this serial does not have"):
         net.apply(params, x_of((2, 3)), state={"nope": {}})

@@ -171,7 +171,7 @@ def test_nan_propagates_through_every_layer(make, shape, train):
     x = random.normal(KEY, (3, *shape))
     x.flat[-1] = np.nan  # the last time step / last window: every layer reads it
     with np.errstate(invalid="ignore"):
-        out = layer.apply(params, x, train=train, key=KEY)
+        out = layer.apply(params, x, train=train, key=KEY, state=None if train else fnn.INITIAL_STATE)
         _, dx = out.vjp(np.ones_like(out.y))
     assert np.isnan(out.y).any(), "a NaN input was masked"
     assert dx.shape == x.shape
@@ -215,7 +215,7 @@ def empty_batch_rows():
 def test_empty_batch_gives_a_defined_output(make, shape, train):
     layer, params = build(make, shape)
     out_shape = fnn.output_shape(layer, params, shape)
-    given = None
+    given = None if train else fnn.INITIAL_STATE
     if layer.kind.startswith("BatchNorm"):
         given = {"mean": np.full(shape[0], 0.5, np.float32), "var": np.full(shape[0], 2.0, np.float32)}
     x = np.zeros((0, *shape), np.float32)
@@ -227,10 +227,11 @@ def test_empty_batch_gives_a_defined_output(make, shape, train):
     assert tree.allclose(grads, tree.zeros_like(params), atol=0)
     for leaf in tree.leaves(out.state):
         assert np.isfinite(leaf).all()
-    if given is not None:  # running statistics unchanged
+    if isinstance(given, dict):  # running statistics unchanged
         assert tree.allclose(out.state, given, atol=0, rtol=0)
     if layer.kind == "serial":
-        assert tree.allclose(out.state, layer.apply(params, ones(1, *shape)).state, atol=0, rtol=0)
+        initial = layer.apply(params, ones(1, *shape), state=fnn.INITIAL_STATE).state
+        assert tree.allclose(out.state, initial, atol=0, rtol=0)
     if layer.kind.startswith(("Dense", "Conv2D", "residual")):  # per-example gradient norms
         assert fnn.per_example.grad_norms(out.vjp, np.zeros_like(out.y)).shape == (0,)
 
@@ -259,7 +260,7 @@ def test_batchnorm_training_on_one_value_per_channel(shape):
     net = fnn.serial(BatchNorm())
     with pytest.raises(ValueError, match=m("serial layer 0 'batch_norm_0' (BatchNorm())", f"shape {shape}")):
         net.apply(net.init(KEY, shape[1:]), ones(*shape), train=True)
-    assert bn.apply(params, ones(*shape)).y.shape == shape  # evaluation uses running statistics
+    assert bn.apply(params, ones(*shape), state=fnn.INITIAL_STATE).y.shape == shape  # evaluation is fine
 
 
 LOGITS = ones(4, 3)
@@ -768,7 +769,8 @@ def bn_net():
      m("serial: state has entries ['bn'] for layers this serial does not have")),
     (lambda s: {"dense_0": s["batch_norm_0"]}, ValueError,
      m("serial layer 0 'dense_0' (Dense(3)): Dense(3): has no state but was given state ['mean', 'var']")),
-    (lambda s: [s], TypeError, m("serial: state must be a dict keyed by layer name, got list")),
+    (lambda s: [s], TypeError,
+     m("serial: state must be a dict keyed by layer name, fnn.INITIAL_STATE or None, got list")),
     (lambda s: {"batch_norm_0": s}, ValueError,
      m("serial layer 1 'batch_norm_0' (BatchNorm()): BatchNorm(): state must be {'mean': (3,), 'var': (3,)}",
        "got ['batch_norm_0']")),

@@ -22,7 +22,7 @@ def per_example_grads(net, params, x, dy):
     """The slow, obviously correct reference: each example's gradient from a batch of one."""
     out = []
     for n in range(x.shape[0]):
-        _, vjp = net.apply(params, x[n:n + 1])
+        _, vjp = net.apply(params, x[n:n + 1], state=fnn.INITIAL_STATE)
         grads, _ = vjp(tree.map(lambda d, n=n: d[n:n + 1], dy))
         out.append(grads)
     return out
@@ -33,7 +33,7 @@ def setup(net, shape, n, seed=0):
     k_init, k_x, k_dy = random.split(random.key(seed), 3)
     params = net.init(k_init, shape, np.float64)
     x = random.normal(k_x, (n, *shape), np.float64)
-    y, vjp = net.apply(params, x)
+    y, vjp = net.apply(params, x, state=fnn.INITIAL_STATE)  # BatchNorm rows evaluate with the initial statistics
     dy = tree.map(lambda a, k=k_dy: random.normal(k, a.shape, np.float64), y)
     return params, x, vjp, dy
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from fnn.core import Layer, Options, Output, check_cotangent, check_params, like, make_layer
+from fnn.core import INITIAL_STATE, Layer, Options, Output, check_cotangent, check_params, like, make_layer
 from fnn.distributed import World, allgather
 from fnn.optim.base import check_hyper
 
@@ -58,8 +58,12 @@ def _eps_arg(kind: str, eps: float) -> float:
     return value
 
 
-def _check_state(kind: str, state: Any, c: int, dtype: np.dtype) -> dict[str, np.ndarray]:
-    if state is None:
+def _check_state(kind: str, state: Any, c: int, dtype: np.dtype, train: bool) -> dict[str, np.ndarray]:
+    if state is None and not train:
+        raise ValueError(f"{kind}: evaluation (train=False) needs the running statistics training returned: pass "
+                         f"state=out.state from the last training step (or a checkpoint's), or "
+                         f"state=fnn.INITIAL_STATE to normalize with mean 0 and variance 1 on purpose")
+    if state is None or state is INITIAL_STATE:
         return {"mean": np.zeros(c, dtype), "var": np.ones(c, dtype)}
     if not isinstance(state, dict) or set(state) != {"mean", "var"}:
         got = sorted(state) if isinstance(state, dict) else type(state).__name__
@@ -101,9 +105,12 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, affine: bool = True, syn
     every axis but 1, and its output's ``.state`` holds the updated running statistics
     ``running = (1 - momentum) * running + momentum * batch`` (the variance term uses
     the unbiased batch variance): PyTorch's conventions and defaults. Evaluation
-    uses the running statistics. Params ``{"gamma": (C,), "beta": (C,)}`` (ones and
-    zeros; none when ``affine=False``); state ``{"mean": (C,), "var": (C,)}``, zeros
-    and ones for ``state=None``. The training vjp is the fused closed form over
+    uses the running statistics, so it needs them: ``state=None`` in evaluation is an
+    error (the statistics of training were forgotten: that silently costs accuracy),
+    and ``state=fnn.INITIAL_STATE`` asks for the initial ones on purpose. Params
+    ``{"gamma": (C,), "beta": (C,)}`` (ones and zeros; none when ``affine=False``);
+    state ``{"mean": (C,), "var": (C,)}``, zeros and ones initially (``state=None`` in
+    training). The training vjp is the fused closed form over
     ``xhat``, which it keeps. An empty batch gives an empty output and leaves the
     statistics unchanged; one value per channel in training is an error.
 
@@ -141,7 +148,7 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, affine: bool = True, syn
             raise ValueError(f"{kind}: input must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}")
         c = x.shape[1]
         check_params(kind, params, {"gamma": (c,), "beta": (c,)} if affine else {}, x.dtype)
-        state = _check_state(kind, opts.state, c, x.dtype)
+        state = _check_state(kind, opts.state, c, x.dtype, opts.train)
         axes = (0, *range(2, x.ndim))
         shape = (1, c) + (1,) * (x.ndim - 2)
         world = opts.world if sync and opts.train and opts.world is not None and opts.world.size > 1 else None

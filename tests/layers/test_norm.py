@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import fnn
 from fnn import optim, random, serial, tree
 from fnn.layers import BatchNorm, Dense, LayerNorm, ReLU
 from fnn.testing import check_vjp
@@ -77,8 +78,8 @@ def test_batchnorm_vjp_matches_finite_differences(ndim, affine, train, data):
     layer, x, params, state = data.draw(bn_case(ndim, affine), label="case")
     errors = check_vjp(layer, params, x, train=train, state=state)
     assert set(errors) == param_paths(params)
-    if not train:  # evaluation with state=None (mean 0, var 1) is also a fixed affine map
-        check_vjp(layer, params, x)
+    if not train:  # evaluation with the initial state (mean 0, var 1) is also a fixed affine map
+        check_vjp(layer, params, x, state=fnn.INITIAL_STATE)
 
 
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
@@ -104,7 +105,7 @@ def check_pure(layer, params, x, **options):
     """apply and vjp leave read-only inputs alone, are repeatable and return fresh arrays."""
     state = options.get("state")
     dy = random.normal(random.key(9), x.shape, x.dtype)
-    inputs = [x, dy, *tree.leaves(params), *tree.leaves(state or {})]
+    inputs = [x, dy, *tree.leaves(params), *tree.leaves(state if isinstance(state, dict) else {})]
     copies = [a.copy() for a in inputs]
     read_only(*inputs)
     out1 = layer.apply(params, x, **options)
@@ -127,7 +128,7 @@ def check_pure(layer, params, x, **options):
 @given(case=bn_case(), give_state=st.booleans())
 def test_batchnorm_is_pure(train, case, give_state):
     layer, x, params, state = case
-    check_pure(layer, params, x, train=train, state=state if give_state else None)
+    check_pure(layer, params, x, train=train, state=state if give_state else None if train else fnn.INITIAL_STATE)
 
 
 @given(case=ln_case(), train=st.booleans())
@@ -154,7 +155,7 @@ def test_batchnorm_eval_state_does_not_alias_the_state_passed_in():
 def test_batchnorm_keeps_the_dtype(dtype, case, train, state_dtype):
     layer, x, params, state = case
     x, params = x.astype(dtype), tree.astype(params, dtype)
-    state = None if state_dtype is None else tree.astype(state, state_dtype)
+    state = (None if train else fnn.INITIAL_STATE) if state_dtype is None else tree.astype(state, state_dtype)
     out = layer.apply(params, x, train=train, state=state)
     y, vjp = out
     assert y.dtype == dtype and y.shape == x.shape
@@ -245,16 +246,32 @@ def test_batchnorm_hand_computed_step():
     np.testing.assert_allclose(out.state["var"], [0.9 + 0.2, 0.9 + 0.8], rtol=1e-15)
 
 
-def test_batchnorm_state_none_means_mean_zero_and_variance_one():
+def test_batchnorm_initial_state_means_mean_zero_and_variance_one():
     bn = BatchNorm(eps=1e-3)
     x = random.normal(KEY, (4, 3, 2), np.float64)
     params = {"gamma": np.array([1.0, 2.0, 3.0]), "beta": np.array([0.0, -1.0, 1.0])}
-    out = bn.apply(params, x)
+    out = bn.apply(params, x, state=fnn.INITIAL_STATE)
     want = x / np.sqrt(1 + 1e-3) * params["gamma"].reshape(3, 1) + params["beta"].reshape(3, 1)
     np.testing.assert_allclose(out.y, want, rtol=1e-14)
     assert out.state["mean"].tolist() == [0.0] * 3 and out.state["var"].tolist() == [1.0] * 3
     explicit = bn.apply(params, x, state={"mean": np.zeros(3), "var": np.ones(3)})
     assert explicit.y.tobytes() == out.y.tobytes()
+
+
+def test_batchnorm_evaluation_without_state_is_an_error_not_mean_zero_variance_one():
+    """Regression: evaluation with state=None silently used mean 0 and variance 1 (11 points of
+    accuracy lost on digits, no warning). Training with state=None still starts from them."""
+    bn = BatchNorm()
+    params = bn.init(KEY, (3,), np.float64)
+    x = random.normal(KEY, (4, 3), np.float64)
+    with pytest.raises(ValueError, match=r"BatchNorm\(\): evaluation \(train=False\) needs the running statistics "
+                                         r"training returned: pass state=out.state .* or state=fnn.INITIAL_STATE"):
+        bn.apply(params, x)
+    net = serial(Dense(3), ("bn", BatchNorm()))
+    net_params = net.init(KEY, (3,))
+    with pytest.raises(ValueError, match=r"serial layer 1 'bn' \(BatchNorm\(\)\): BatchNorm\(\): evaluation"):
+        net.apply(net_params, x.astype(np.float32), state={})
+    assert bn.apply(params, x, train=True).state["mean"].shape == (3,)
 
 
 @pytest.mark.parametrize("shape", [(0, 3), (0, 3, 4), (0, 3, 2, 2), (0, 3, 0, 2)])
@@ -263,10 +280,10 @@ def test_batchnorm_empty_batch_gives_empty_output_and_unchanged_statistics(shape
     bn = BatchNorm()
     params = bn.init(KEY, shape[1:], np.float64)
     state = {"mean": np.array([1.0, 2.0, 3.0]), "var": np.array([0.5, 1.0, 2.0])}
-    for given_state in (state, None):
+    for given_state in (state, None if train else fnn.INITIAL_STATE):
         out = bn.apply(params, np.zeros(shape), train=train, state=given_state)
         assert out.y.shape == shape
-        want = given_state or {"mean": np.zeros(3), "var": np.ones(3)}
+        want = given_state if isinstance(given_state, dict) else {"mean": np.zeros(3), "var": np.ones(3)}
         assert not any(np.isnan(s).any() for s in tree.leaves(out.state))
         assert out.state["mean"].tolist() == want["mean"].tolist()
         assert out.state["var"].tolist() == want["var"].tolist()
@@ -281,7 +298,7 @@ def test_batchnorm_training_with_one_value_per_channel_raises(shape):
     params = bn.init(KEY, shape[1:])
     with pytest.raises(ValueError, match=r"BatchNorm\(\): training needs more than one value per channel"):
         bn.apply(params, np.ones(shape, np.float32), train=True)
-    y, _ = bn.apply(params, np.ones(shape, np.float32))  # evaluation is fine
+    y, _ = bn.apply(params, np.ones(shape, np.float32), state=fnn.INITIAL_STATE)  # evaluation is fine
     assert y.shape == shape
 
 
@@ -370,9 +387,9 @@ def test_batchnorm_state_inside_serial_is_collected_and_fed_back():
     np.testing.assert_array_equal(out2.state["bn"]["var"], alone2.state["var"])
     assert not np.array_equal(out2.state["bn"]["var"], out.state["bn"]["var"])
 
-    # evaluation with the state uses it; without it, the initial statistics
+    # evaluation with the state uses it; with INITIAL_STATE, the initial statistics
     y_eval, _ = net.apply(params, x, state=out2.state)
-    y_init, _ = net.apply(params, x)
+    y_init, _ = net.apply(params, x, state=fnn.INITIAL_STATE)
     assert not np.allclose(y_eval, y_init)
     with pytest.raises(ValueError, match="state"):
         net.apply(params, x, state={"nope": out.state["bn"]})
