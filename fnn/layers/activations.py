@@ -62,6 +62,12 @@ def _check_axis(kind: str, axis: int, x: np.ndarray) -> None:
         raise ValueError(f"{kind}: axis {axis} is not a feature axis of input with shape {x.shape}")
 
 
+def _empty_axis(x: np.ndarray) -> Any:
+    """The result over an empty softmax axis: an empty ``y`` and ``dx`` of the input's shape and dtype
+    (as PyTorch gives), instead of the max reduction's error."""
+    return np.empty_like(x), np.zeros_like
+
+
 def _axis_arg(name: str, axis: Any) -> int:
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"{name}: axis must be an int, got {axis!r}")
@@ -69,12 +75,17 @@ def _axis_arg(name: str, axis: Any) -> int:
 
 
 def Softmax(axis: int = -1) -> Layer:
-    """Softmax along ``axis`` (default the last), stable for large inputs (the max is subtracted)."""
+    """Softmax along ``axis`` (default the last), stable for large inputs (the max is subtracted).
+
+    ``x: (N, ...) -> y`` of the same shape; an empty ``axis`` gives an empty ``y`` (and ``dx``).
+    """
     axis = _axis_arg("Softmax", axis)
     kind = "Softmax()" if axis == -1 else f"Softmax(axis={axis})"
 
     def forward(x: np.ndarray) -> Any:
         _check_axis(kind, axis, x)
+        if x.shape[axis] == 0:
+            return _empty_axis(x)
         e = np.exp(x - x.max(axis=axis, keepdims=True))
         y = e / e.sum(axis=axis, keepdims=True)
         return y, lambda dy: y * (dy - (dy * y).sum(axis=axis, keepdims=True))
@@ -83,12 +94,17 @@ def Softmax(axis: int = -1) -> Layer:
 
 
 def LogSoftmax(axis: int = -1) -> Layer:
-    """Log of the softmax along ``axis`` (default the last), computed as ``x - logsumexp(x)``."""
+    """Log of the softmax along ``axis`` (default the last), computed as ``x - logsumexp(x)``.
+
+    ``x: (N, ...) -> y`` of the same shape; an empty ``axis`` gives an empty ``y`` (and ``dx``).
+    """
     axis = _axis_arg("LogSoftmax", axis)
     kind = "LogSoftmax()" if axis == -1 else f"LogSoftmax(axis={axis})"
 
     def forward(x: np.ndarray) -> Any:
         _check_axis(kind, axis, x)
+        if x.shape[axis] == 0:
+            return _empty_axis(x)
         z = x - x.max(axis=axis, keepdims=True)
         y = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
         return y, lambda dy: dy - np.exp(y) * dy.sum(axis=axis, keepdims=True)

@@ -1,13 +1,24 @@
-"""Recurrent layers (RNN, LSTM, GRU) on batch-first sequences, and sequence reductions.
+"""Recurrent layers (RNN, LSTM, GRU) on batch-first or time-major sequences, and sequence reductions.
 
-Sequences are ``(N, T, F)``: batch, time, features. A recurrent layer returns the
-whole output sequence ``(N, T, H)`` (``(N, T, 2 * H)`` when bidirectional, the
-forward direction first) so that it composes in ``serial``; :func:`LastStep` and
-:func:`MeanOverTime` turn a sequence into features.
+By default sequences are batch first, ``(N, T, F)``: batch, time, features. A recurrent
+layer returns the whole output sequence ``(N, T, H)`` (``(N, T, 2 * H)`` when
+bidirectional, the forward direction first) so that it composes in ``serial``;
+:func:`LastStep` and :func:`MeanOverTime` turn a batch-first sequence into features.
+``batch_first=False`` (PyTorch's default layout; fnn's default is ``True``) makes a
+recurrent layer take a time-major ``(T, N, F)`` input and return ``(T, N, H)``
+(``(T, N, 2 * H)``), with ``dx`` in the same ``(T, N, F)`` layout. Either way
+``init(key, shape)`` takes one sequence's shape without the batch axis, ``(T, F)``
+(only ``F`` sets the params), and per example the output is ``(T, H)``. fnn's shape
+tools build batch-first example batches, ``(1, T, F)``: for a time-major layer
+``fnn.output_shape`` and ``serial``'s init still get ``(T, H)`` from an array shape
+(the batch reads as ``T`` sequences of one step), but not from the
+``((T, F), (L * D, H), ...)`` shape of the tuple form, and ``fnn.summary`` and
+``check_layer``, which take axis 0 for the batch, do not describe a time-major layer.
 
 Initial states are zeros unless the input is a tuple: ``(x, h0)`` for RNN and
 GRU, ``(x, h0, c0)`` for LSTM, with states ``(N, num_layers * num_directions, H)``
-indexed ``layer * num_directions + direction`` (PyTorch's order, batch first).
+indexed ``layer * num_directions + direction`` (PyTorch's order, batch first),
+whatever ``batch_first`` is (PyTorch's states are ``(num_layers * num_directions, N, H)``).
 ``dx`` is then the matching tuple, so the vjp returns the states' gradients too.
 
 Params hold one entry per layer and direction: ``"l0"``, ``"l0_reverse"``,
@@ -267,13 +278,19 @@ _CELLS: dict[str, tuple[int, int, Any, Any]] = {
 
 
 def _recurrent(name: str, cell: str, hidden_size: int, num_layers: int, bidirectional: bool,
-               extra: str = "") -> Layer:
+               batch_first: bool, extra: str = "") -> Layer:
     for arg, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+    if not isinstance(batch_first, (bool, np.bool_)):
+        raise TypeError(f"{name}: batch_first must be a bool (True: input (N, T, F); False: time-major "
+                        f"(T, N, F)), got {batch_first!r} of type {type(batch_first).__name__}")
+    batch_first = bool(batch_first)
     args = [str(hidden_size)] + ([f"num_layers={num_layers}"] if num_layers != 1 else []) + \
-        ([extra] if extra else []) + (["bidirectional=True"] if bidirectional else [])
+        ([extra] if extra else []) + (["bidirectional=True"] if bidirectional else []) + \
+        ([] if batch_first else ["batch_first=False"])
     kind = f"{name}({', '.join(args)})"
+    layout = "(N, T, F)" if batch_first else "(T, N, F) (time-major, batch_first=False)"
     gates, n_states, forward, backward = _CELLS[cell]
     hid, dirs = int(hidden_size), 2 if bidirectional else 1
     names = [f"l{layer}{'_reverse' if d else ''}" for layer in range(num_layers) for d in range(dirs)]
@@ -305,8 +322,8 @@ def _recurrent(name: str, cell: str, hidden_size: int, num_layers: int, bidirect
     def apply(params: Any, x: Any, opts: Options) -> Any:
         seq, given = split_input(x)
         if seq.ndim != 3:
-            raise ValueError(f"{kind}: input must be (N, T, F), got shape {seq.shape}")
-        n, steps, features = seq.shape
+            raise ValueError(f"{kind}: input must be {layout}, got shape {seq.shape}")
+        n, steps, features = seq.shape if batch_first else (seq.shape[1], seq.shape[0], seq.shape[2])
         if steps == 0:
             raise ValueError(f"{kind}: input has no time steps (T = 0), shape {seq.shape}")
         if not isinstance(params, dict) or set(params) != set(names):
@@ -322,9 +339,11 @@ def _recurrent(name: str, cell: str, hidden_size: int, num_layers: int, bidirect
             states = list(given)
             for s in states:
                 if s.shape != (n, *state_shape) or s.dtype != seq.dtype:
+                    hint = "" if batch_first else (" (states stay batch first, (N, num_layers * num_directions, H), "
+                                                   "with batch_first=False)")
                     raise ValueError(f"{kind}: initial states must be {seq.dtype} arrays of shape "
-                                     f"{(n, *state_shape)}, got {s.dtype} {s.shape}")
-        inp = seq.transpose(1, 0, 2)
+                                     f"{(n, *state_shape)}, got {s.dtype} {s.shape}{hint}")
+        inp = seq.transpose(1, 0, 2) if batch_first else seq
         caches = []
         for layer in range(num_layers):
             outs = []
@@ -335,14 +354,15 @@ def _recurrent(name: str, cell: str, hidden_size: int, num_layers: int, bidirect
                 outs.append(hs[::-1] if d else hs)
                 caches.append(cache)
             inp = np.concatenate(outs, axis=2) if dirs == 2 else outs[0]
-        y = _batch_first(inp)
+        # A fresh array either way: a cell's hs may be a view of its cache.
+        y = _batch_first(inp) if batch_first else np.array(inp, order="C")
         out = like(y)
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
             dy = check_cotangent(kind, dy, out)
             grads: dict[str, Any] = {}
             dstates = [np.empty((n, *state_shape), seq.dtype) for _ in range(n_states)]
-            d_out = dy.transpose(1, 0, 2)
+            d_out = dy.transpose(1, 0, 2) if batch_first else dy
             for layer in range(num_layers - 1, -1, -1):
                 d_in: Any = None
                 for d in range(dirs):
@@ -360,7 +380,7 @@ def _recurrent(name: str, cell: str, hidden_size: int, num_layers: int, bidirect
             grads = {nm: grads[nm] for nm in names}
             if not need_dx:
                 return grads, None
-            dseq = np.ascontiguousarray(d_out.transpose(1, 0, 2))
+            dseq = np.ascontiguousarray(d_out.transpose(1, 0, 2) if batch_first else d_out)
             return grads, dseq if given is None else (dseq, *dstates)
 
         return y, vjp
@@ -368,40 +388,53 @@ def _recurrent(name: str, cell: str, hidden_size: int, num_layers: int, bidirect
     return make_layer(kind, init, apply, tuple_input=True)
 
 
-def RNN(hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh", bidirectional: bool = False) -> Layer:
+def RNN(hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh", bidirectional: bool = False,
+        batch_first: bool = True) -> Layer:
     """Elman RNN, ``h_t = act(x_t @ w_ih + b_ih + h_{t-1} @ w_hh + b_hh)`` with ``act`` tanh or ReLU.
 
-    ``x: (N, T, F) -> y: (N, T, H)`` (``2 * H`` when bidirectional); see the module
-    docstring for initial states and params.
+    By default (``batch_first=True``) ``x: (N, T, F) -> y: (N, T, H)`` (``2 * H`` when
+    bidirectional). ``batch_first=False`` takes PyTorch's default time-major layout,
+    ``x: (T, N, F) -> y: (T, N, H)``; note that fnn's default is ``True``, PyTorch's
+    ``False``. The input may be ``(x, h0)`` with ``h0: (N, num_layers * num_directions, H)``
+    in either layout. ``init(key, (T, F))`` takes one sequence's shape either way. See
+    the module docstring for initial states and params.
     """
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     extra = "" if nonlinearity == "tanh" else "nonlinearity='relu'"
-    return _recurrent("RNN", f"rnn_{nonlinearity}", hidden_size, num_layers, bidirectional, extra)
+    return _recurrent("RNN", f"rnn_{nonlinearity}", hidden_size, num_layers, bidirectional, batch_first, extra)
 
 
-def LSTM(hidden_size: int, num_layers: int = 1, bidirectional: bool = False) -> Layer:
+def LSTM(hidden_size: int, num_layers: int = 1, bidirectional: bool = False, batch_first: bool = True) -> Layer:
     """Long short-term memory with PyTorch's gate order (input, forget, cell, output):
     ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(c_t)``.
 
-    ``x: (N, T, F) -> y: (N, T, H)`` (``2 * H`` when bidirectional); the input may be
-    ``(x, h0, c0)``. The four gates share one matrix product per step.
+    By default (``batch_first=True``) ``x: (N, T, F) -> y: (N, T, H)`` (``2 * H`` when
+    bidirectional). ``batch_first=False`` takes PyTorch's default time-major layout,
+    ``x: (T, N, F) -> y: (T, N, H)``; note that fnn's default is ``True``, PyTorch's
+    ``False``. The input may be ``(x, h0, c0)`` with states ``(N, num_layers *
+    num_directions, H)`` in either layout. ``init(key, (T, F))`` takes one sequence's
+    shape either way. The four gates share one matrix product per step.
 
     >>> lstm = LSTM(8)
     >>> params = lstm.init(fnn.random.key(0), (5, 3))
     >>> params["l0"]["w_hh"].shape
     (8, 32)
     """
-    return _recurrent("LSTM", "lstm", hidden_size, num_layers, bidirectional)
+    return _recurrent("LSTM", "lstm", hidden_size, num_layers, bidirectional, batch_first)
 
 
-def GRU(hidden_size: int, num_layers: int = 1, bidirectional: bool = False) -> Layer:
+def GRU(hidden_size: int, num_layers: int = 1, bidirectional: bool = False, batch_first: bool = True) -> Layer:
     """Gated recurrent unit with PyTorch's formulation (reset, update, new):
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
 
-    ``x: (N, T, F) -> y: (N, T, H)`` (``2 * H`` when bidirectional); the input may be ``(x, h0)``.
+    By default (``batch_first=True``) ``x: (N, T, F) -> y: (N, T, H)`` (``2 * H`` when
+    bidirectional). ``batch_first=False`` takes PyTorch's default time-major layout,
+    ``x: (T, N, F) -> y: (T, N, H)``; note that fnn's default is ``True``, PyTorch's
+    ``False``. The input may be ``(x, h0)`` with ``h0: (N, num_layers * num_directions, H)``
+    in either layout. ``init(key, (T, F))`` takes one sequence's shape either way.
     """
-    return _recurrent("GRU", "gru", hidden_size, num_layers, bidirectional)
+    return _recurrent("GRU", "gru", hidden_size, num_layers, bidirectional, batch_first)
 
 
 def _check_sequence(kind: str, x: Any) -> None:
@@ -410,7 +443,7 @@ def _check_sequence(kind: str, x: Any) -> None:
 
 
 def LastStep() -> Layer:
-    """The last time step of a sequence: ``(N, T, F) -> (N, F)``."""
+    """The last time step of a batch-first sequence: ``(N, T, F) -> (N, F)``."""
 
     def forward(x: Arr) -> Any:
         _check_sequence("LastStep()", x)
@@ -427,7 +460,7 @@ def LastStep() -> Layer:
 
 
 def MeanOverTime() -> Layer:
-    """The mean over time steps: ``(N, T, F) -> (N, F)``."""
+    """The mean over time steps of a batch-first sequence: ``(N, T, F) -> (N, F)``."""
 
     def forward(x: Arr) -> Any:
         _check_sequence("MeanOverTime()", x)

@@ -90,6 +90,31 @@ def test_extreme_float32_inputs_stay_finite_without_warnings(layer, expected):
     np.testing.assert_allclose(y, expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis, shape", [(-1, (2, 0)), (1, (2, 0)), (-1, (0, 0)), (1, (3, 0, 4)), (-2, (3, 0, 4))])
+@pytest.mark.parametrize("constructor", [Softmax, LogSoftmax])
+def test_softmax_family_over_an_empty_axis_gives_empty_y_and_dx_not_a_reduction_error(constructor, axis, shape,
+                                                                                      dtype):
+    # Regression: x.max over the empty axis raised numpy's "zero-size array to reduction operation maximum".
+    x = np.ones(shape, dtype)
+    x.setflags(write=False)
+    y, vjp = constructor(axis=axis).apply({}, x)
+    assert y.shape == shape and y.dtype == dtype and not np.shares_memory(y, x)
+    dparams, dx = vjp(np.ones(shape, dtype))
+    assert dparams == {} and dx.shape == shape and dx.dtype == dtype
+    assert vjp(np.ones(shape, dtype), need_dx=False) == ({}, None)
+
+
+@pytest.mark.parametrize("constructor", [Softmax, LogSoftmax])
+def test_softmax_family_on_an_empty_batch_gives_empty_y_and_dx(constructor):
+    for shape in [(0, 3), (0, 3, 2)]:
+        x = np.ones(shape, np.float32)
+        y, vjp = constructor().apply({}, x)
+        assert y.shape == shape and y.dtype == np.float32
+        _, dx = vjp(np.ones(shape, np.float32))
+        assert dx.shape == shape and dx.dtype == np.float32
+
+
 @pytest.mark.parametrize("constructor", [Softmax, LogSoftmax])
 def test_softmax_family_kinds(constructor):
     name = constructor.__name__

@@ -1,5 +1,6 @@
 """Conv2D: the loop reference, PyTorch, finite differences, both dx methods, purity, layouts, errors."""
 
+import importlib.util
 import math
 from typing import Any, NamedTuple
 
@@ -12,6 +13,9 @@ from hypothesis import strategies as st
 import fnn
 from fnn.layers import Conv2D
 from fnn.testing import check_vjp
+
+# Skipped before hypothesis runs (pytest.importorskip inside @given skips from inside hypothesis).
+requires_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
 
 ints = st.integers
 DX_METHODS = ["col2img", "flipped"]
@@ -152,10 +156,12 @@ def test_same_padding_puts_the_odd_row_and_column_at_bottom_right():
     np.testing.assert_array_equal(y[0, 0, 4], x[0, 0, 4])
 
 
+@requires_torch
 @given(conv_cases(padding=st.one_of(paddings, st.just("same"))), st.booleans())
 def test_matches_torch(case, torch_same):
     """Forward and every gradient against torch.nn.functional.conv2d and autograd, in float64."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     tf = torch.nn.functional
     params, x, dy = case.data()
     y, vjp = case.layer().apply(params, x)

@@ -1,6 +1,7 @@
 """MaxPool2D, AvgPool2D, GlobalAvgPool2D: the loop reference, PyTorch, finite differences, ties, NaN,
 purity, memory layouts, dtypes, empty batches and errors."""
 
+import importlib.util
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -12,6 +13,9 @@ from hypothesis import strategies as st
 import fnn
 from fnn.layers import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from fnn.testing import check_vjp
+
+# Skipped before hypothesis runs (pytest.importorskip inside @given skips from inside hypothesis).
+requires_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
 
 ints = st.integers
 KEY = fnn.random.key(0)
@@ -121,10 +125,12 @@ def test_global_avg_pool_matches_loop_reference(case):
     np.testing.assert_allclose(y, reference.global_avg_pool2d(x), rtol=1e-12, atol=1e-12)
 
 
+@requires_torch
 @given(pool_cases(symmetric=True), st.sampled_from(["max", "avg", "avg_exclude"]))
 def test_matches_torch(case, kind):
     """Forward and dx against torch.nn.functional.max_pool2d / avg_pool2d and autograd, in float64."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     tf = torch.nn.functional
     x = case.x(distinct=True)
     layer = {"max": max_layer(case), "avg": avg_layer(case), "avg_exclude": avg_layer(case, False)}[kind]

@@ -4,10 +4,12 @@ Every recurrent cell (tanh and ReLU Elman RNN, LSTM, GRU) is checked as 1- and 2
 uni- and bidirectional stacks: its vjp (params, x and initial states) against finite
 differences, its forward against a slow per-example, per-time-step loop written from the
 textbook equations, and, where torch is installed, outputs and gradients against
-``torch.nn.RNN/LSTM/GRU``. Then purity, dtypes, ``need_dx=False``, hand-computed cases,
-init, every input and argument error, and a short training run inside ``serial``.
+``torch.nn.RNN/LSTM/GRU``. Then the time-major layout (``batch_first=False``), purity,
+dtypes, ``need_dx=False``, hand-computed cases, init, every input and argument error, and
+a short training run inside ``serial``.
 """
 
+import importlib.util
 import math
 import re
 from functools import partial
@@ -27,14 +29,17 @@ CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 STACKS = [(1, False), (1, True), (2, False), (2, True)]  # (num_layers, bidirectional)
 STACK_IDS = ["1-layer", "1-layer-bi", "2-layer", "2-layer-bi"]
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+# A skip decided before hypothesis runs: pytest.importorskip inside a @given test with an
+# @example makes hypothesis print a "Failing explicit example" block for the skip.
+requires_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
 
 
-def make(cell, hidden, num_layers=1, bidirectional=False):
+def make(cell, hidden, num_layers=1, bidirectional=False, batch_first=True):
     if cell == "lstm":
-        return LSTM(hidden, num_layers, bidirectional)
+        return LSTM(hidden, num_layers, bidirectional, batch_first=batch_first)
     if cell == "gru":
-        return GRU(hidden, num_layers, bidirectional)
-    return RNN(hidden, num_layers, cell[4:], bidirectional)
+        return GRU(hidden, num_layers, bidirectional, batch_first=batch_first)
+    return RNN(hidden, num_layers, cell[4:], bidirectional, batch_first=batch_first)
 
 
 def n_states(cell):
@@ -186,12 +191,12 @@ def test_forward_matches_loop_reference(cell, num_layers, bidirectional, n, step
     assert all(a.tobytes() == b.tobytes() for a, b in zip(tree.leaves(dp0), tree.leaves(dp1)))
 
 
-def torch_module(torch, cell, params, features, hidden, num_layers, bidirectional):
+def torch_module(torch, cell, params, features, hidden, num_layers, bidirectional, batch_first=True):
     """The torch module of the same architecture holding fnn's params (weights transposed)."""
     make_module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(cell) or partial(
         torch.nn.RNN, nonlinearity=cell[4:])
     module = make_module(features, hidden, num_layers=num_layers, bidirectional=bidirectional,
-                         batch_first=True).double()
+                         batch_first=batch_first).double()
     assert {n for n, _ in module.named_parameters()} == {
         f"{w}_{name}" for name in params for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
     with torch.no_grad():
@@ -203,12 +208,14 @@ def torch_module(torch, cell, params, features, hidden, num_layers, bidirectiona
     return module
 
 
+@requires_torch
 @pytest.mark.parametrize("num_layers, bidirectional", STACKS, ids=STACK_IDS)
 @pytest.mark.parametrize("cell", CELLS)
 @given(**sizes)
 @smallest
 def test_matches_torch_outputs_and_gradients(cell, num_layers, bidirectional, n, steps, features, hidden, seed):
-    torch = pytest.importorskip("torch")
+    import torch
+
     layer, params, x, states = draw_inputs(cell, n, steps, features, hidden, num_layers, bidirectional, seed)
     module = torch_module(torch, cell, params, features, hidden, num_layers, bidirectional)
     tx = torch.tensor(x, requires_grad=True)
@@ -231,6 +238,141 @@ def test_matches_torch_outputs_and_gradients(cell, num_layers, bidirectional, n,
         close(g["w_hh"], getattr(module, f"weight_hh_{name}").grad.numpy().T)
         close(g["b_ih"], getattr(module, f"bias_ih_{name}").grad.numpy())
         close(g["b_hh"], getattr(module, f"bias_hh_{name}").grad.numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# The time-major layout, batch_first=False: x (T, N, F), y (T, N, D * H); states stay (N, L * D, H).
+
+
+def time_major(a):
+    return a.transpose(1, 0, 2).copy()
+
+
+@pytest.mark.parametrize("with_states", [False, True])
+@pytest.mark.parametrize("num_layers, bidirectional", STACKS, ids=STACK_IDS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_batch_first_false_gives_the_batch_first_output_and_gradients_transposed(cell, num_layers, bidirectional,
+                                                                                 with_states):
+    n, steps, features, hidden = 2, 5, 3, 4  # T != N, so a mixed-up axis shows in the shapes
+    layer, params, x, states = draw_inputs(cell, n, steps, features, hidden, num_layers, bidirectional, seed=3)
+    tm = make(cell, hidden, num_layers, bidirectional, batch_first=False)
+    y, vjp = layer.apply(params, (x, *states) if with_states else x)
+    y_tm, vjp_tm = tm.apply(params, (time_major(x), *states) if with_states else time_major(x))
+    assert y_tm.shape == (steps, n, (2 if bidirectional else 1) * hidden) and y_tm.flags.c_contiguous
+    close = partial(np.testing.assert_allclose, rtol=1e-13, atol=1e-14)
+    close(y_tm, time_major(y))
+    dy = random.normal(random.key(4), y.shape, np.float64)
+    dparams, dx = vjp(dy)
+    dparams_tm, dx_tm = vjp_tm(time_major(dy))
+    if with_states:
+        (dx, *dstates), (dx_tm, *dstates_tm) = dx, dx_tm
+        assert [d.shape for d in dstates_tm] == [s.shape for s in states]  # (N, L * D, H), not transposed
+        for a, b in zip(dstates_tm, dstates):
+            close(a, b)
+    assert dx_tm.shape == (steps, n, features) and dx_tm.flags.c_contiguous  # the input's layout
+    close(dx_tm, time_major(dx))
+    tree.check_same_structure(dparams, dparams_tm, shapes=True)
+    for a, b in zip(tree.leaves(dparams_tm), tree.leaves(dparams)):
+        close(a, b)
+    dparams_only, no_dx = vjp_tm(time_major(dy), need_dx=False)
+    assert no_dx is None
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(tree.leaves(dparams_only), tree.leaves(dparams_tm)))
+
+
+@pytest.mark.parametrize("num_layers, bidirectional", STACKS, ids=STACK_IDS)
+@pytest.mark.parametrize("cell", CELLS)
+@given(**sizes)
+@smallest
+def test_batch_first_false_vjp_matches_finite_differences(cell, num_layers, bidirectional, n, steps, features,
+                                                          hidden, seed):
+    _, params, x, states = draw_inputs(cell, n, steps, features, hidden, num_layers, bidirectional, seed)
+    assume(relu_margin_ok(cell, params, x, states, num_layers, bidirectional))
+    layer = make(cell, hidden, num_layers, bidirectional, batch_first=False)
+    errors = check_vjp(layer, params, (time_major(x), *states), check_key=random.key(seed + 1))
+    expected = {f"['x'][{i}]" for i in range(1 + len(states))}
+    expected |= {"['params']" + tree.path_str(p) for p, _ in tree.flatten(params)[0]}
+    assert set(errors) == expected
+
+
+@requires_torch
+@pytest.mark.parametrize("num_layers, bidirectional", STACKS, ids=STACK_IDS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_batch_first_false_matches_torch_default_time_major_layout(cell, num_layers, bidirectional):
+    import torch
+
+    n, steps, features, hidden = 3, 4, 2, 3
+    layer, params, x, states = draw_inputs(cell, n, steps, features, hidden, num_layers, bidirectional, seed=6)
+    assert relu_margin_ok(cell, params, x, states, num_layers, bidirectional)
+    layer = make(cell, hidden, num_layers, bidirectional, batch_first=False)
+    module = torch_module(torch, cell, params, features, hidden, num_layers, bidirectional, batch_first=False)
+    xt = time_major(x)  # (T, N, F), torch's default
+    tx = torch.tensor(xt, requires_grad=True)
+    tstates = [torch.tensor(time_major(s), requires_grad=True) for s in states]  # torch: (L * D, N, H)
+    tout, _ = module(tx, tuple(tstates) if cell == "lstm" else tstates[0])
+
+    y, vjp = layer.apply(params, (xt, *states))
+    np.testing.assert_allclose(y, tout.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+    dy = random.normal(random.key(7), y.shape, np.float64)
+    (tout * torch.from_numpy(dy)).sum().backward()
+    dparams, (dx, *dstates) = vjp(dy)
+    close = partial(np.testing.assert_allclose, rtol=1e-10, atol=1e-10)
+    close(dx, tx.grad.numpy())
+    for got, ts in zip(dstates, tstates):
+        close(got, time_major(ts.grad.numpy()))
+    for name, g in dparams.items():
+        close(g["w_ih"], getattr(module, f"weight_ih_{name}").grad.numpy().T)
+        close(g["w_hh"], getattr(module, f"weight_hh_{name}").grad.numpy().T)
+        close(g["b_ih"], getattr(module, f"bias_ih_{name}").grad.numpy())
+        close(g["b_hh"], getattr(module, f"bias_hh_{name}").grad.numpy())
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_batch_first_false_init_takes_one_sequence_shape_t_f(cell):
+    hidden, steps, features, n = 3, 5, 2, 4
+    tm = make(cell, hidden, 2, True, batch_first=False)
+    params = tm.init(KEY, (steps, features), np.float64)
+    same = make(cell, hidden, 2, True).init(KEY, (steps, features), np.float64)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(tree.leaves(params), tree.leaves(same)))
+    assert fnn.output_shape(tm, params, (steps, features), np.float64) == (steps, 2 * hidden)
+    y, vjp = tm.apply(params, np.zeros((steps, n, features)))
+    assert y.shape == (steps, n, 2 * hidden)
+    assert vjp(np.ones(y.shape))[1].shape == (steps, n, features)
+
+
+@pytest.mark.parametrize("make_layer", [LSTM, GRU, RNN])
+def test_batch_first_that_is_not_a_bool_raises_type_error(make_layer):
+    name = make_layer.__name__
+    for bad in ("no", 0, 1, None, 1.0):
+        msg = f"{name}: batch_first must be a bool (True: input (N, T, F); False: time-major (T, N, F)), got {bad!r}"
+        with pytest.raises(TypeError, match=re.escape(msg)):
+            make_layer(4, batch_first=bad)
+    assert make_layer(4, batch_first=np.bool_(False)).kind.endswith("batch_first=False)")
+
+
+def test_kind_shows_batch_first_false_only_when_set():
+    assert LSTM(8, batch_first=True).kind == "LSTM(8)"
+    assert LSTM(8, batch_first=False).kind == "LSTM(8, batch_first=False)"
+    assert GRU(4, 2, True, batch_first=False).kind == "GRU(4, num_layers=2, bidirectional=True, batch_first=False)"
+    assert RNN(3, nonlinearity="relu", batch_first=False).kind == "RNN(3, nonlinearity='relu', batch_first=False)"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_batch_first_false_input_errors_name_the_time_major_layout(cell):
+    _, params, x, states = draw_inputs(cell, 3, 2, 3, 2, 1, True, seed=0)  # states (N, L * D, H) = (3, 2, 2)
+    layer = make(cell, 2, 1, True, batch_first=False)
+    kind = re.escape(layer.kind)
+    layout = re.escape("(T, N, F) (time-major, batch_first=False), got shape ")
+    for bad in (x[:, 0], x[..., None]):
+        with pytest.raises(ValueError, match=f"^{kind}: input must be {layout}{re_shape(bad.shape)}"):
+            layer.apply(params, bad)
+    with pytest.raises(ValueError, match=r"no time steps \(T = 0\), shape \(0, 3, 3\)"):
+        layer.apply(params, time_major(x)[:0])
+    torch_layout = tuple(time_major(s) for s in states)  # PyTorch's (L * D, N, H)
+    msg = ("initial states must be float64 arrays of shape (3, 2, 2), got float64 (2, 3, 2) (states stay "
+           "batch first, (N, num_layers * num_directions, H), with batch_first=False)")
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        layer.apply(params, (time_major(x), *torch_layout))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,11 +480,12 @@ def test_dtype_is_preserved(cell, dtype):
     for inp in (x, (x, *states)):
         y, vjp = layer.apply(params, inp)
         assert y.dtype == dtype
+        dparams, dx = vjp(np.ones(y.shape, dtype))
+        tree.check_same_structure(params, dparams, shapes=True)
+        assert all(a.dtype == dtype for a in tree.leaves((dparams, dx)))
         other = np.float64 if dtype == np.float32 else np.float32
-        for dy in (np.ones(y.shape, dtype), np.ones(y.shape, other)):  # dy of the other dtype is cast
-            dparams, dx = vjp(dy)
-            tree.check_same_structure(params, dparams, shapes=True)
-            assert all(a.dtype == dtype for a in tree.leaves((dparams, dx)))
+        with pytest.raises(TypeError, match="dy has dtype .* but the output y has dtype"):
+            vjp(np.ones(y.shape, other))  # nothing is cast silently
     # float32 agrees with float64 to float32 precision
     p64, x64 = tree.astype(params, np.float64), x.astype(np.float64)
     y64, _ = layer.apply(p64, x64)
@@ -418,13 +561,13 @@ def test_reductions_match_finite_differences_and_are_pure(layer, n, steps, featu
     assert set(errors) == {"['x']"}
     x.setflags(write=False)
     y, vjp = layer.apply({}, x)
-    dy = np.ones(y.shape, np.float32)
+    dy = np.ones(y.shape, np.float64)
     _, dx = vjp(dy)
     assert y.shape == (n, features) and dx.shape == x.shape and dx.dtype == np.float64
     assert not np.shares_memory(y, x) and not np.shares_memory(dx, x)
     assert vjp(dy, need_dx=False) == ({}, None)
     y32, vjp32 = layer.apply({}, x.astype(np.float32))
-    assert y32.dtype == np.float32 and vjp32(np.ones(y.shape))[1].dtype == np.float32
+    assert y32.dtype == np.float32 and vjp32(np.ones(y.shape, np.float32))[1].dtype == np.float32
 
 
 @pytest.mark.parametrize("layer", [LastStep(), MeanOverTime()], ids=["LastStep", "MeanOverTime"])
