@@ -1,19 +1,25 @@
-"""What every example shares: the data sets, a command line, a training loop, curves, a confusion matrix.
+"""What every example shares: the data sets, a command line, BLAS threads, a training loop, curves, a confusion matrix.
 
 The examples are flat scripts beside this file; ``python examples/NAME.py`` puts
 this directory on ``sys.path``, so ``import common`` works from any working
 directory. A typical example reads::
 
-    args = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, plot="NAME.png").parse_args()
+    args = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR).parse_args()
+    world = common.world()
+    common.set_threads(args.threads, world)
     data = common.load_data(args.mnist, args.seed, args.limit)
-    params, state, history = common.train(net, params, opt, data, epochs=args.epochs,
-                                          batch_size=args.batch_size, key=key)
+    params, state, _, history = common.train(net, params, opt, data, epochs=args.epochs,
+                                             batch_size=args.batch_size, key=key, world=world)
     common.save_curves(history, args.plot)
 
 Data come as :class:`Split`: images ``(N, 1, H, W)`` float32 in ``[0, 1]`` and
 int64 labels, for training and held out. The training loop handles layers with
 random numbers (Dropout: one key per step) and with state (BatchNorm: the state
 is threaded through training and used for evaluation), so every example can use it.
+
+The examples write no files unless asked: ``--plot PATH`` writes the curves and
+``lenet_digits.py --save PATH`` its checkpoints, creating the folder of ``PATH``
+if needed (``runs/`` is git-ignored, so ``--plot runs/NAME.png`` keeps a clone clean).
 
 Every example also trains data-parallel: ``mpiexec -n 4 python examples/NAME.py``
 runs four processes, each on its share of every global batch of ``--batch-size``
@@ -28,7 +34,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -65,11 +71,12 @@ def load_digits_split(seed: int = 0) -> Split:
 
 
 def load_mnist_split(directory: str) -> Split:
-    """MNIST from ``directory``: train/test when the training files are there.
+    """MNIST from ``directory`` (the IDX files that :func:`fnn.data.load_mnist` reads):
+    the training set for training and the test set held out when both are there.
 
-    With only one split present (the shared folder holds just the 10,000 t10k
-    images), it is split by the shared rule: image ``i`` is held out when
-    ``i % 5 == 4``, giving 8,000 training and 2,000 held-out images.
+    With only one split present (say just the 10,000 t10k test images), it is split
+    by a fixed rule: image ``i`` is held out when ``i % 5 == 4``, giving 8,000
+    training and 2,000 held-out images from the test set.
     """
     sets = fnn.data.load_mnist(directory)
     if "train" in sets and "test" in sets:
@@ -77,7 +84,7 @@ def load_mnist_split(directory: str) -> Split:
         return Split(xt, yt, xh, yh, "MNIST train/test")
     split, (x, y) = next(iter(sets.items()))
     held = np.arange(len(x)) % 5 == 4
-    print(f"MNIST: only the {split} split is in {directory}; splitting its {len(x):,} images by the shared rule "
+    print(f"MNIST: only the {split} split is in {directory}; splitting its {len(x):,} images by the rule "
           f"(image i held out when i % 5 == 4): {int((~held).sum()):,} train / {int(held.sum()):,} held out")
     return Split(x[~held], y[~held], x[held], y[held], f"MNIST {split} split i % 5")
 
@@ -109,6 +116,40 @@ def world() -> fnn.distributed.World:
     return w
 
 
+THREADS_HELP = ("BLAS threads per process, set with threadpoolctl. The default, %(default)s, is the safe choice on "
+                "a busy machine: when another process is busy on the cores, OpenBLAS threads stall and steps become "
+                "10-40x slower. On an idle machine up to the number of free cores may be faster. Under mpiexec "
+                "every rank uses 1 thread whatever this says (the processes already use the cores).")
+
+_blas_limits: Any = None  # threadpoolctl's limiter, kept for the life of the process
+
+
+def set_threads(threads: int, world: fnn.distributed.World | None = None) -> int:
+    """Limit the BLAS library behind NumPy (OpenBLAS, MKL, ...) to ``threads`` threads for
+    the rest of the run, or to 1 per rank when ``world`` has several processes; print
+    the count. Returns the count asked of the BLAS library.
+
+    Without threadpoolctl the library's own default stays, and a hint is printed.
+    """
+    global _blas_limits
+    w = world or fnn.distributed.World()
+    n = 1 if w.size > 1 else threads
+    why = "per rank (under mpiexec --threads is not used)" if w.size > 1 else "(set by --threads)"
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        print(f"BLAS threads: the library's default, as threadpoolctl is not installed ({INSTALL_HINT}); "
+              f"set OPENBLAS_NUM_THREADS={n} before starting instead")
+        return n
+    _blas_limits = threadpool_limits(n, user_api="blas")
+    libraries = sorted({info["internal_api"] for info in threadpool_info() if info["user_api"] == "blas"})
+    if libraries:
+        print(f"BLAS threads: {n} {why}, in {', '.join(libraries)}")
+    else:
+        print(f"BLAS threads: {n} {why}, but threadpoolctl found no BLAS library to limit")
+    return n
+
+
 # --- command line -------------------------------------------------------------------------------
 
 def _positive(text: str) -> int:
@@ -118,18 +159,64 @@ def _positive(text: str) -> int:
     return value
 
 
-def parser(doc: str | None, *, epochs: int, batch_size: int, lr: float, plot: str) -> argparse.ArgumentParser:
-    """The flags every example takes, with the example's defaults; an example may add its own."""
-    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--mnist", metavar="DIR", help="train on the MNIST IDX files in DIR instead of the 8x8 digits")
-    p.add_argument("--epochs", type=_positive, default=epochs, help="passes over the training set")
-    p.add_argument("--batch-size", type=_positive, default=batch_size, help="examples per update")
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate")
-    p.add_argument("--seed", type=int, default=0, help="seeds the digits split, the init and the batch order")
-    p.add_argument("--limit", type=_positive, metavar="N", help="use only the first N training examples (smoke tests)")
-    p.add_argument("--plot", default=plot, metavar="PATH", help="PNG of the training curves; '' for none")
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show (None, '' or False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == "":
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def basic_parser(doc: str | None, *, lr: float | Mapping[str, float], lr_help: str = "peak learning rate",
+                 seed_help: str = "seeds the init and the random numbers") -> argparse.ArgumentParser:
+    """The flags every example takes: ``--lr``, ``--seed`` and ``--threads``.
+
+    ``lr`` is the default learning rate, or a mapping such as ``{"sgd": 0.05, "adam": 2e-3}``
+    when it depends on another flag; then ``--lr`` defaults to None, the help lists the
+    defaults, and the example picks its own when ``args.lr is None``.
+    """
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0], formatter_class=HelpFormatter)
+    if isinstance(lr, Mapping):
+        defaults = ", ".join(f"{value:g} for {name}" for name, value in lr.items())
+        p.add_argument("--lr", type=_positive_float, default=None, help=f"{lr_help} (default: {defaults})")
+    else:
+        p.add_argument("--lr", type=_positive_float, default=lr, help=lr_help)
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--threads", type=_positive, default=1, metavar="N", help=THREADS_HELP)
     return p
+
+
+def parser(doc: str | None, *, epochs: int, batch_size: int,
+           lr: float | Mapping[str, float]) -> argparse.ArgumentParser:
+    """The flags every example that trains on a data set takes, with the example's defaults;
+    an example may add its own. ``lr`` is as in :func:`basic_parser`."""
+    p = basic_parser(doc, lr=lr, seed_help="seeds the digits split, the init and the batch order")
+    p.add_argument("--mnist", metavar="DIR",
+                   help="train on the MNIST IDX files in DIR (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, gzipped or not; the t10k pair alone "
+                        "is split 8,000 / 2,000) instead of scikit-learn's 8x8 digits")
+    p.add_argument("--epochs", type=_positive, default=epochs, help="passes over the training set")
+    p.add_argument("--batch-size", type=_positive, default=batch_size,
+                   help="examples per update (the global batch under mpiexec)")
+    p.add_argument("--limit", type=_positive, metavar="N", help="use only the first N training examples (smoke tests)")
+    p.add_argument("--plot", default="", metavar="PATH",
+                   help="write a PNG of the training curves to PATH, creating its folder (runs/ is git-ignored: "
+                        "say --plot runs/NAME.png); by default no plot and no file is written")
+    return p
+
+
+def make_parent(path: str) -> None:
+    """Create the folder that will hold ``path`` (an output file the user named), if missing."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -252,7 +339,8 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 # --- reporting ----------------------------------------------------------------------------------
 
 def save_curves(history: dict[str, list[float]], path: str | None) -> None:
-    """Write a PNG of the loss and accuracy curves to ``path`` (nothing for an empty path or without matplotlib)."""
+    """Write a PNG of the loss and accuracy curves to ``path``, creating its folder (nothing for an
+    empty path or without matplotlib)."""
     if not path:
         return
     try:
@@ -262,6 +350,8 @@ def save_curves(history: dict[str, list[float]], path: str | None) -> None:
         return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    make_parent(path)
 
     epochs = np.arange(1, len(history["train_loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))

@@ -3,14 +3,16 @@
 ``EXAMPLES`` has one row per script; a new example adds a row (a script without
 one fails ``test_every_example_has_a_row``). Scripts run as subprocesses from a
 temporary directory, which also checks that they find ``common`` from anywhere
-and leave no files behind in the repository.
+and write no files, there or in the repository, unless asked to.
 """
 
 from __future__ import annotations
 
+import ast
 import gzip
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -31,24 +33,36 @@ class Example:
     mnist: bool = True           # also takes --mnist DIR (smoke-tested on ../shared/data/mnist when present)
     plot: bool = True            # takes --plot PATH
     expect: str = "held-out accuracy"  # printed at the end of a successful run
+    lr: str = ""                 # the default --help gives for --lr
 
 
 EXAMPLES = [
-    Example("mlp_digits", ("--epochs", "1", "--limit", "200")),
-    Example("lenet_random_batch", ("--steps", "3"), digits=False, mnist=False, plot=False, expect="loss: start"),
-    Example("lenet_digits", ("--epochs", "1", "--limit", "200")),
-    Example("rnn_digits", ("--epochs", "1", "--limit", "200", "--hidden", "32")),
-    Example("resnet_digits", ("--epochs", "1", "--limit", "200")),
+    Example("mlp_digits", ("--epochs", "1", "--limit", "200"), lr="0.2"),
+    Example("lenet_random_batch", ("--steps", "3"), digits=False, mnist=False, plot=False, expect="loss: start",
+            lr="0.01"),
+    Example("lenet_digits", ("--epochs", "1", "--limit", "200"), lr="0.05 for sgd, 0.002 for adam"),
+    Example("rnn_digits", ("--epochs", "1", "--limit", "200", "--hidden", "32"), lr="0.005"),
+    Example("resnet_digits", ("--epochs", "1", "--limit", "200"), lr="0.1"),
 ]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def launch(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, str(EXAMPLES_DIR / f"{script}.py"), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def run(example: Example, *extra: str, cwd: Path) -> str:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, str(EXAMPLES_DIR / f"{example.script}.py"), *example.args, *extra],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    proc = launch(example.script, *example.args, *extra, cwd=cwd)
     assert proc.returncode == 0, f"{example.script} failed:\n{proc.stdout}\n{proc.stderr}"
     assert example.expect in proc.stdout, proc.stdout
     return proc.stdout
+
+
+def files_under(folder: Path) -> set[Path]:
+    """Every file and folder under ``folder`` but Python's bytecode caches (git-ignored)."""
+    return {p.relative_to(folder) for p in folder.rglob("*") if "__pycache__" not in p.parts}
 
 
 def test_every_example_has_a_row() -> None:
@@ -57,24 +71,143 @@ def test_every_example_has_a_row() -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.script)
-def test_example_runs(example: Example, tmp_path: Path) -> None:
+def test_example_runs_and_writes_no_files_by_default(example: Example, tmp_path: Path) -> None:
+    """With no --plot or --save an example writes nothing: not in the working directory, not
+    in the repository; and its first lines say how many BLAS threads it uses (1 by default)."""
     if example.digits:
         pytest.importorskip("sklearn")
-    extra: tuple[str, ...] = ()
-    png = tmp_path / "curves.png"
-    if example.plot:
-        has_matplotlib = importlib.util.find_spec("matplotlib") is not None
-        extra = ("--plot", str(png) if has_matplotlib else "")
-    run(example, *extra, cwd=tmp_path)
-    if example.plot and extra[1]:
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == (["curves.png"] if example.plot and extra[1] else [])
+    before = files_under(EXAMPLES_DIR)
+    out = run(example, cwd=tmp_path)
+    assert "BLAS threads: 1 (set by --threads)" in out.splitlines()[0]
+    assert files_under(tmp_path) == set()
+    assert files_under(EXAMPLES_DIR) == before
+
+
+@pytest.mark.parametrize("example", [e for e in EXAMPLES if e.plot], ids=lambda e: e.script)
+def test_plot_goes_where_asked(example: Example, tmp_path: Path) -> None:
+    """--plot PATH writes the PNG at PATH (relative to the working directory), creating its folders."""
+    if example.digits:
+        pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    out = run(example, "--plot", "runs/a/curves.png", cwd=tmp_path)
+    assert "curves written to runs/a/curves.png" in out
+    assert (tmp_path / "runs" / "a" / "curves.png").read_bytes()[:8] == PNG
+    assert files_under(tmp_path) == {Path("runs"), Path("runs/a"), Path("runs/a/curves.png")}
 
 
 @pytest.mark.parametrize("example", [e for e in EXAMPLES if e.mnist], ids=lambda e: e.script)
 def test_example_runs_on_mnist(example: Example, mnist_dir: Path, tmp_path: Path) -> None:
-    out = run(example, "--mnist", str(mnist_dir), *(("--plot", "") if example.plot else ()), cwd=tmp_path)
+    out = run(example, "--mnist", str(mnist_dir), cwd=tmp_path)
     assert "i % 5 == 4" in out and "8,000 train / 2,000 held out" in out
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def help_text(script: str, tmp_path: Path) -> str:
+    """``--help``, its whitespace (argparse's line wrapping) folded to single spaces."""
+    proc = launch(script, "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return " ".join(proc.stdout.split())
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.script)
+def test_help_shows_the_real_defaults(example: Example, tmp_path: Path) -> None:
+    """--lr shows the learning rate the example really uses (not a 0.0 or None placeholder),
+    and --threads explains its default and what happens under mpiexec."""
+    text = help_text(example.script, tmp_path)
+    lr = re.search(r"--lr LR (.*?) --", text)
+    assert lr is not None, text
+    assert "learning rate" in lr.group(1) and lr.group(1).endswith(f" (default: {example.lr})")
+    assert "(default: None)" not in text and "(default: )" not in text
+    threads = re.search(r"--threads N (.*?) --", text)
+    assert threads is not None, text
+    for what in ("The default, 1,", "OpenBLAS threads stall", "10-40x slower", "Under mpiexec every rank uses 1"):
+        assert what in threads.group(1)
+    if example.plot:
+        assert "by default no plot and no file is written" in text
+    assert files_under(tmp_path) == set()
+
+
+def test_lenet_digits_takes_the_learning_rate_of_its_optimizer(tmp_path: Path) -> None:
+    """The per-optimizer default goes into the run's config (saved with --save); --lr overrides it."""
+    pytest.importorskip("sklearn")
+    import fnn
+
+    lenet = next(e for e in EXAMPLES if e.script == "lenet_digits")
+    for flags, lr in ((("--optimizer", "adam"), 0.002), (("--optimizer", "sgd"), 0.05), (("--lr", "0.01"), 0.01)):
+        ckpt = tmp_path / "ckpt" / "c.fnn"  # --save creates the folder
+        run(lenet, "--limit", "32", *flags, "--save", str(ckpt), cwd=tmp_path)
+        assert fnn.load_metadata(ckpt)["config"]["lr"] == lr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_threads_must_be_a_positive_integer(value: str, tmp_path: Path) -> None:
+    proc = launch("mlp_digits", "--threads", value, cwd=tmp_path)
+    assert proc.returncode == 2 and "--threads" in proc.stderr, proc.stderr
+
+
+def test_threads_flag_sets_and_prints_the_blas_thread_count(tmp_path: Path) -> None:
+    pytest.importorskip("threadpoolctl")
+    lenet = next(e for e in EXAMPLES if e.script == "lenet_digits")
+    if lenet.digits:
+        pytest.importorskip("sklearn")
+    out = run(lenet, "--threads", "2", cwd=tmp_path)
+    assert out.splitlines()[0].startswith("BLAS threads: 2 (set by --threads)")
+
+
+def test_lenet_random_batch_takes_steps_lr_seed_and_threads(tmp_path: Path) -> None:
+    """The flags README promises for it, and only those: it takes no data-set flags."""
+    example = next(e for e in EXAMPLES if e.script == "lenet_random_batch")
+    out = run(replace(example, args=()), "--steps", "4", "--lr", "0.02", "--seed", "3", "--threads", "2",
+              cwd=tmp_path)
+    lines = out.splitlines()
+    assert lines[0].startswith("BLAS threads: 2 (set by --threads)")
+    assert "SGD lr 0.02, 4 steps" in lines[1]
+    assert "step    4  loss" in out and "loss: start 2.3026" in out  # a zero classifier: ln 10 at step 0
+    other = run(replace(example, args=()), "--steps", "4", "--lr", "0.02", "--seed", "4", cwd=tmp_path)
+    assert other.splitlines()[-1] != lines[-1]  # the seed draws another batch
+    for flag in ("--mnist", "--epochs", "--plot"):
+        proc = launch("lenet_random_batch", flag, "x", cwd=tmp_path)
+        assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+    assert files_under(tmp_path) == set()
+
+
+# --- what users read: docstrings and README ------------------------------------------------------
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in EXAMPLES_DIR.glob("*.py")))
+def test_docstrings_talk_to_users_without_measured_figures(script: str) -> None:
+    """Docstrings say what a script does and prints, with no paths only this project has, no
+    references to its internal notes or issues, and no measured figures (those live in README)."""
+    doc = ast.get_docstring(ast.parse((EXAMPLES_DIR / f"{script}.py").read_text()))
+    assert doc
+    for phrase in ("../shared", "the notes", "reference notes", "the issue", "shared rule", "shared folder"):
+        assert phrase not in doc, phrase
+    assert not re.search(r"\b\d+(\.\d+)?(-\d+(\.\d+)?)? ?s\b", doc), "a measured time"
+    assert not re.search(r"\d+\.\d\d ?%", doc), "a measured accuracy"
+
+
+def readme() -> str:
+    return (ROOT / "README.md").read_text()
+
+
+def test_readme_first_commands_run_on_a_fresh_clone() -> None:
+    """The first code block installs, runs an example on the bundled digits and runs the tests,
+    with nothing beside the clone (no ../shared)."""
+    first = re.search(r"```bash\n(.*?)```", readme(), re.S)
+    assert first is not None
+    block = first.group(1)
+    assert "../shared" not in block and "--mnist" not in block
+    commands = [line.split("#")[0].strip() for line in block.splitlines()]
+    assert commands[0] == 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[dev,examples,mpi]"'
+    assert "python examples/lenet_digits.py" in commands
+    assert "python -m pytest" in commands
+
+
+def test_readme_says_how_to_use_downloaded_mnist_files() -> None:
+    text = " ".join(readme().split())
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz", "--mnist DIR", "i % 5 == 4", "8,000", "--threads", "--plot"):
+        assert name in text, name
 
 
 def test_lenet_resumed_run_is_bitwise_identical_to_an_uninterrupted_one(tmp_path: Path) -> None:
@@ -116,13 +249,27 @@ def test_example_trains_data_parallel_like_one_process(script: str, flags: tuple
     pytest.importorskip("sklearn")
     from mpirun import check, mpirun
 
-    args = ("--epochs", "2", "--limit", "200", "--plot", "", *flags)
+    args = ("--epochs", "2", "--limit", "200", *flags)
     alone = run(Example(script, args), cwd=tmp_path)
-    both = check(mpirun(2, EXAMPLES_DIR / f"{script}.py", *args, cwd=tmp_path))
+    both = check(mpirun(2, EXAMPLES_DIR / f"{script}.py", *args, "--threads", "2", cwd=tmp_path))
     assert "data parallel: 2 processes" in both and both.count("held-out accuracy") == 1
+    assert "BLAS threads: 1 per rank (under mpiexec --threads is not used)" in both.splitlines()[1]
     if "--dropout" not in flags:
         assert alone.splitlines()[-2] == both.splitlines()[-2]  # held-out accuracy: x% (k/n)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_lenet_random_batch_splits_its_batch_across_ranks(tmp_path: Path) -> None:
+    """Two ranks, each on half of the batch, print what one process prints, once."""
+    from mpirun import check, mpirun
+
+    example = next(e for e in EXAMPLES if e.script == "lenet_random_batch")
+    args = ("--steps", "5")
+    alone = run(replace(example, args=args), cwd=tmp_path)
+    both = check(mpirun(2, EXAMPLES_DIR / "lenet_random_batch.py", *args, cwd=tmp_path))
+    assert "data parallel: 2 processes" in both and both.count("loss: start") == 1
+    assert alone.splitlines()[-1] == both.splitlines()[-1]  # loss: start 2.3026, final ...
+    assert files_under(tmp_path) == set()
 
 
 def test_lenet_checkpoint_from_two_ranks_resumes_in_one_process(tmp_path: Path) -> None:
@@ -188,6 +335,43 @@ def test_digits_split(common) -> None:
     again, other = common.load_digits_split(0), common.load_digits_split(1)
     np.testing.assert_array_equal(again.y_held, data.y_held)
     assert not np.array_equal(other.y_held, data.y_held)
+
+
+def test_set_threads_limits_blas_for_the_rest_of_the_run(common, capsys) -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+    original = blas_threads()
+    try:
+        assert common.set_threads(3) == 3
+        if original:  # a BLAS library that threadpoolctl can see (NumPy's OpenBLAS)
+            assert blas_threads() == {3}
+        assert capsys.readouterr().out.startswith("BLAS threads: 3 (set by --threads)")
+    finally:
+        common._blas_limits.restore_original_limits()
+    assert blas_threads() == original
+
+
+def test_set_threads_uses_one_thread_per_rank_under_mpi(common, capsys) -> None:
+    pytest.importorskip("threadpoolctl")
+
+    class TwoRanks:
+        size, rank, is_root = 2, 0, True
+
+    try:
+        assert common.set_threads(4, TwoRanks()) == 1
+        assert capsys.readouterr().out.startswith("BLAS threads: 1 per rank (under mpiexec --threads is not used)")
+    finally:
+        common._blas_limits.restore_original_limits()
+
+
+def test_set_threads_without_threadpoolctl_prints_a_hint(common, capsys, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import threadpoolctl raises ImportError
+    assert common.set_threads(2) == 2
+    out = capsys.readouterr().out
+    assert "threadpoolctl is not installed" in out and "OPENBLAS_NUM_THREADS=2" in out
 
 
 def test_confusion_matrix(common) -> None:
