@@ -1,57 +1,64 @@
-"""What the benchmarks share: statistics, markdown formatting, interleaved timing, the comparison
-of parameter trees, and the description of the machine (versions, load, BLAS threads).
-
-Import it after fixing the thread counts: the scripts set ``OPENBLAS_NUM_THREADS`` and friends
-before anything imports NumPy, because NumPy's BLAS reads them once, when it loads.
-"""
+"""What the benchmarks share: the command line and thread pinning, the optional PyTorch import, interleaved
+timing, the machine header and the markdown report (``_steps.py`` holds the train steps lenet and lstm share).
+Call :func:`setup` before importing NumPy, whose BLAS reads the thread count once, when it loads: for that
+reason nothing here imports NumPy, fnn or PyTorch at module level."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
+import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's fnn, installed or not
 Times = dict[tuple[str, str], list[tuple[int, float]]]  # (contender, kind) -> [(round, seconds)]
+torch: Any = None  # set by import_torch
 
 
-# --- statistics and formatting -----------------------------------------------------------------
+def setup(doc: str, add: Callable[[argparse.ArgumentParser], Any] | None = None, defaults: tuple[int, int] = (30, 5),
+          quick: tuple[int, int] = (5, 1), threads: int = 2) -> argparse.Namespace:
+    """Parse the common flags (and ``add``'s); pin BLAS and OpenMP threads to ``--threads``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=threads, help=f"BLAS/OpenMP/PyTorch threads (default {threads})")
+    p.add_argument("--repeats", type=int, help=f"timed rounds (default {defaults[0]}; {quick[0]} with --quick)")
+    p.add_argument("--warmup", type=int, help=f"untimed rounds first (default {defaults[1]}; {quick[1]} with --quick)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: few rounds, rough numbers")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    if add:
+        add(p)
+    a = p.parse_args()
+    a.repeats = a.repeats if a.repeats is not None else quick[0] if a.quick else defaults[0]
+    a.warmup = a.warmup if a.warmup is not None else quick[1] if a.quick else defaults[1]
+    if a.repeats < 1 or a.warmup < 0 or a.threads < 1:
+        p.error("--repeats and --threads must be >= 1, --warmup >= 0")
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(a.threads)
+    import numpy  # noqa: F401 - its BLAS loads now, with the thread count just set
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(a.threads)  # for a BLAS that ignores the variables
+    except ImportError:
+        pass
+    return a
 
-def quantiles(v: Sequence[float]) -> tuple[float, float, float]:
-    q25, q50, q75 = np.percentile(np.asarray(v, dtype=np.float64), [25, 50, 75])
-    return float(q25), float(q50), float(q75)
 
-
-def ms(t: float) -> str:
-    t *= 1e3
-    return f"{t:.0f}" if t >= 100 else f"{t:.1f}" if t >= 10 else f"{t:.2f}" if t >= 1 else f"{t:.3f}"
-
-
-def ms_spread(v: Sequence[float]) -> str:
-    q25, q50, q75 = quantiles(v)
-    return f"{ms(q50)} [{ms(q25)}–{ms(q75)}]"
-
-
-def ratio_spread(v: Sequence[float]) -> str:
-    if not v:
-        return "–"
-    q25, q50, q75 = quantiles(v)
-    return f"**{q50:.2f}** [{q25:.2f}–{q75:.2f}]"
-
-
-def mib(nbytes: float) -> str:
-    return f"{nbytes / 2**20:.1f} MiB"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
-    align = align or "l" + "r" * (len(header) - 1)
-    rule = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+def import_torch(args: argparse.Namespace) -> str:
+    """Import PyTorch as this module's ``torch`` with ``--threads`` threads; return why not, or ""."""
+    global torch
+    if args.no_torch:
+        return "left out (--no-torch)"
+    try:
+        import torch as t
+    except Exception as err:  # noqa: BLE001 - any failure to import means "no torch"
+        return f"not available ({type(err).__name__}: {err})"
+    torch = t
+    torch.set_num_threads(args.threads)
+    return ""
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -60,124 +67,131 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-# --- interleaved timing ------------------------------------------------------------------------
-
-def interleave(contenders: Sequence[Any], kinds: Sequence[str], warmup: int, repeats: int,
-               runs: Callable[[Any, str], bool] = lambda c, kind: True,
+def interleave(steps: dict[str, dict[str, Callable[[], Any]]], warmup: int, repeats: int,
                every: dict[str, int] | None = None) -> Times:
-    """Time ``getattr(c, kind)()`` for every contender ``c`` (with a ``.name``) and kind, round by round.
-
-    Each round runs every kind once per contender, kinds in order and, within a kind, the
-    contenders starting from a different one each round, so that machine noise hits all of them
-    alike. ``runs(c, kind)`` leaves out pairs; ``every[name] = k`` times that contender on every
-    k-th round only. The first ``warmup`` rounds are not kept.
-    """
-    every = every or {}
-    times: Times = {(c.name, k): [] for c in contenders for k in kinds if runs(c, k)}
+    """Rounds in which every contender runs each kind of step once (kinds in order, the contenders starting
+    from a different one each round) so that machine noise hits all alike; ``every[name] = k`` times one
+    on every k-th round only. The first ``warmup`` rounds are not kept."""
+    names, every = list(steps), every or {}
+    times: Times = {(n, k): [] for n, s in steps.items() for k in s}
     for r in range(warmup + repeats):
-        order = list(contenders[r % len(contenders):]) + list(contenders[:r % len(contenders)])
-        for kind in kinds:
-            for c in order:
-                if r % every.get(c.name, 1) or not runs(c, kind):
-                    continue
-                dt = timed(getattr(c, kind))
-                if r >= warmup:
-                    times[c.name, kind].append((r, dt))
+        for kind in dict.fromkeys(k for s in steps.values() for k in s):
+            for n in names[r % len(names):] + names[:r % len(names)]:
+                if kind in steps[n] and not (r - warmup) % every.get(n, 1):
+                    t = timed(steps[n][kind])
+                    times[n, kind] += [(r, t)] if r >= warmup else []
     return times
 
 
-def paired_ratios(times: Times, other: str, kind: str, other_kind: str | None = None,
-                  mine: str = "fnn") -> list[float]:
-    """``mine``'s ``kind`` step / ``other``'s ``other_kind`` step (default: the same kind), round by round."""
-    own = dict(times[mine, kind])
-    return [own[r] / t for r, t in times[other, other_kind or kind] if r in own]
+def ratios(times: Times, other: str, kind: str, other_kind: str | None = None) -> list[float]:
+    """fnn's ``kind`` step / ``other``'s ``other_kind`` step (default: the same kind), round by round."""
+    own = dict(times.get(("fnn", kind), []))
+    return [own[r] / t for r, t in times.get((other, other_kind or kind), []) if r in own]
 
 
-# --- correctness check -------------------------------------------------------------------------
-
-def max_rel_diff(a: Any, b: Any) -> float:
-    """The largest ``max |a - b| / max |a|`` over the arrays of two parameter trees (nested dicts),
-    taken array by array; entries of ``a`` that are empty dicts (layers without parameters) are skipped."""
-    if isinstance(a, dict):
-        return max((max_rel_diff(v, b[k]) for k, v in a.items() if not (isinstance(v, dict) and not v)),
-                   default=0.0)
-    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(x - y).max() / max(np.abs(x).max(), 1e-30))
+def spread(v: Sequence[float], ratio: bool = False) -> str:
+    """``median [q25–q75]`` of times in ms, or of ratios (the median in bold)."""
+    if not v:
+        return "–"
+    q = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
+    return f"**{q[1]:.2f}** [{q[0]:.2f}–{q[2]:.2f}]" if ratio else f"{ms(q[1])} [{ms(q[0])}–{ms(q[2])}]"
 
 
-# --- the machine -------------------------------------------------------------------------------
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def med(v: Sequence[float]) -> float:
+    return statistics.median(v) if v else 0.0
 
 
-def load_average() -> tuple[float, float, float] | None:
-    return os.getloadavg() if hasattr(os, "getloadavg") else None
+def ms(t: float) -> str:
+    t *= 1e3
+    return f"{t:.0f}" if t >= 100 else f"{t:.1f}" if t >= 10 else f"{t:.2f}" if t >= 1 else f"{t:.3f}"
 
 
-def blas_threads() -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def step_tables(results: Sequence[tuple[str, Times]], col: str, labels: dict[str, str],
+                against: Callable[[str, str], str | None] = lambda other, kind: kind) -> None:
+    """Per row label and kind, each contender's median [IQR] ms and fnn/other ratios of the same rounds, then
+    the best-of (minimum) times; ``against(other, kind)``: the other's kind set against fnn's (None: none)."""
+    names = list(dict.fromkeys(n for _, times in results for n, _ in times))
+    others = [n for n in names if n != "fnn"]
+    med_rows, min_rows = [], []
+    for label, times in results:
+        for kind in [k for k in labels if ("fnn", k) in times]:
+            med_row, min_row = [label, labels[kind]], [label, labels[kind]]
+            most = max(len(times.get((n, kind), [])) for n in names)
+            for n in names:
+                v, alt = [t for _, t in times.get((n, kind), [])], against(n, kind)
+                none = f"(= {labels[alt]})" if alt and alt != kind and (n, alt) in times else "–"
+                med_row.append(spread(v) + (f" (n={len(v)})" if len(v) < most else "") if v else none)
+                min_row.append(ms(min(v)) if v else none)
+            for n in others:
+                alt = against(n, kind)
+                med_row.append(spread(ratios(times, n, kind, alt) if alt else [], ratio=True))
+                best = [t for _, t in times.get((n, alt), [])] if alt else []
+                min_row.append(f"{min(t for _, t in times['fnn', kind]) / min(best):.2f}" if best else "–")
+            med_rows.append(med_row)
+            min_rows.append(min_row)
+    align = "rl" + "r" * (len(names) + len(others))
+    print(table([col, "step"] + [f"{n} ms" for n in names] + [f"fnn/{n}" for n in others], med_rows, align))
+    print("\nTimes: median [inter-quartile range] in ms over the timed rounds (n: steps timed, where fewer). Ratios: "
+          "fnn time / other time in the same round, median [IQR] over rounds; > 1 means fnn is slower.\n\n"
+          "Best-of (minimum) times of the same steps and their ratios, which a loaded machine disturbs least:\n")
+    print(table([col, "step"] + [f"{n} min ms" for n in names] + [f"fnn/{n}" for n in others], min_rows, align))
+    print()
+
+
+def blas_check(threads: int, a_shape: tuple[int, int], b_shape: tuple[int, int], what: str) -> str:
+    """A small float32 product on ``threads`` BLAS threads and on one: threaded BLAS stalls on a busy machine."""
     try:
-        from threadpoolctl import threadpool_info
-
-        info = [f"{d.get('internal_api')} {d.get('num_threads')} threads" for d in threadpool_info()
-                if d.get("user_api") == "blas"]
-        return ", ".join(info) or "unknown"
-    except Exception:  # noqa: BLE001
-        return f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
-
-
-def print_machine(threads: int, torch: Any, torch_note: str) -> tuple[tuple[float, float, float] | None, int]:
-    """Print versions, CPUs and load (and a warning when the machine is oversubscribed);
-    return the load average at the start and the number of usable CPUs."""
-    load0 = load_average()
-    versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__} (BLAS: {blas_threads()})"]
-    versions.append(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)" if torch is not None
-                    else f"PyTorch {torch_note}")
-    cpus = usable_cpus()
-    print(f"{'; '.join(versions)}; {platform.machine()}, {cpus} usable CPUs"
-          + (f"; load average at start {load0[0]:.2f}." if load0 else "."))
-    if load0 and load0[0] > cpus:
-        print(f"**Warning: the machine is oversubscribed** (load {load0[0]:.1f} on {cpus} CPUs). Multi-threaded "
-              f"code suffers most: a worker thread that loses its CPU stalls the others at every barrier, which "
-              f"hits PyTorch's OpenMP pool (many small parallel regions per step) harder than NumPy's BLAS. "
-              + ("Expect inflated, erratic torch times; `--threads 1` compares the libraries on one thread each."
-                 if threads > 1 else "With one thread each, as here, the comparison is much less sensitive."))
-    return load0, cpus
-
-
-def blas_stall_check(threads: int, a_shape: tuple[int, int], b_shape: tuple[int, int], what: str,
-                     victims: str, seed: int = 0) -> str:
-    """Time a small float32 product on ``threads`` BLAS threads and on one; threaded BLAS stalls on a
-    busy machine. ``what`` says what the product is, ``victims`` what a stall inflates."""
-    if threads == 1:
-        return ""
-    try:
+        import numpy as np
         from threadpoolctl import threadpool_limits
     except ImportError:
         return ""
-    rng = np.random.default_rng(seed)
-    a = rng.standard_normal(a_shape).astype(np.float32)
-    b = rng.standard_normal(b_shape).astype(np.float32)
-
-    def median_time() -> float:
-        return quantiles([timed(lambda: a @ b) for _ in range(25)])[1]
-
-    many = median_time()
+    a, b = (np.random.default_rng(0).standard_normal(s).astype(np.float32) for s in (a_shape, b_shape))
+    many = med([timed(lambda: a @ b) for _ in range(25)])
     with threadpool_limits(1, user_api="blas"):
-        one = median_time()
-    line = (f"BLAS check: a {a_shape} @ {b_shape} float32 product ({what}) takes "
-            f"{ms(many)} ms on {threads} BLAS threads and {ms(one)} ms on one.")
-    if many > 3 * one:
-        line += (" **Threaded BLAS is stalling on this machine** (its threads wait for each other to get a CPU): "
-                 f"{victims} are inflated far beyond their cost on an idle machine; `--threads 1` shows the "
-                 "profile without that.")
-    return line
+        one = med([timed(lambda: a @ b) for _ in range(25)])
+    return (f"BLAS check: a {a_shape} @ {b_shape} float32 product ({what}) takes {ms(many)} ms on {threads} BLAS "
+            f"threads and {ms(one)} ms on one." + (" **Threaded BLAS is stalling on this machine** (its threads "
+            "wait for each other to get a CPU): fnn's small products are inflated far beyond their cost on an idle "
+            "machine; `--threads 1` shows the profile without that." if many > 3 * one else ""))
 
 
-def print_footer(t_start: float, load0: tuple[float, float, float] | None, cpus: int) -> None:
-    """The load at the end (with a warning if it rose past the CPU count) and the wall time."""
-    load1 = load_average()
-    if load1 and load1[0] > cpus and not (load0 and load0[0] > cpus):
-        print(f"**Warning:** the load rose to {load1[0]:.1f} on {cpus} CPUs during the run; see the ratios' IQRs.")
-    print(f"Wall time {time.time() - t_start:.0f} s" + (f"; load average at end {load1[0]:.2f}" if load1 else "")
-          + f" on {cpus} CPUs. The machine may be shared: trust the ratios of one run more than its absolute times.")
+def header(title: str, args: argparse.Namespace, torch_note: str, setting: str,
+           blas: tuple[Any, Any, str] | None = None) -> dict[str, Any]:
+    """Print the title, versions, CPUs, load, BLAS threads, warnings and ``setting``; return what footer needs."""
+    import numpy as np
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    try:
+        from threadpoolctl import threadpool_info
+        pools = ", ".join(f"{d['internal_api']} {d['num_threads']} threads" for d in threadpool_info()
+                          if d["user_api"] == "blas") or "unknown"
+    except ImportError:
+        pools = f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
+    print(f"## {title}\n\nPython {platform.python_version()}; NumPy {np.__version__} (BLAS: {pools}); PyTorch "
+          + (f"{torch.__version__} ({torch.get_num_threads()} threads)" if torch is not None else torch_note)
+          + f"; {platform.machine()}, {cpus} usable CPUs; load average at start {load:.2f}.")
+    if load > cpus:
+        print(f"**Warning: the machine is oversubscribed** (load {load:.1f} on {cpus} CPUs): a thread that loses its "
+              "CPU stalls the others at every barrier, PyTorch's OpenMP pool most; `--threads 1` suffers least.")
+    stall = blas_check(args.threads, *blas) if blas and args.threads > 1 else ""
+    print("\n".join(filter(None, [stall, setting + (" --quick: few rounds, rough numbers." if args.quick else "")])))
+    print()
+    return {"t0": time.time(), "load": load, "cpus": cpus, "args": args, "blas": blas, "stall": stall}
+
+
+def footer(run: dict[str, Any]) -> None:
+    """The BLAS check again, the load at the end and the wall time."""
+    end = blas_check(run["args"].threads, *run["blas"]) if run["blas"] and run["args"].threads > 1 else ""
+    if end:
+        print(end.replace("BLAS check:", "BLAS check again at the end:") + "\n")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > run["cpus"] >= run["load"]:
+        print(f"**Warning:** the load rose to {load:.1f} on {run['cpus']} CPUs during the run; see the IQRs.")
+    print(f"Wall time {time.time() - run['t0']:.0f} s; load average at end {load:.2f} on {run['cpus']} CPUs. "
+          "The machine may be shared: trust the ratios of one run more than its absolute times.")

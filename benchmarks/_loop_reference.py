@@ -1,23 +1,8 @@
-"""A LeNet-5 train step written the way tutorials do, as a slow baseline for ``lenet.py``.
-
-Layers are classes with ``forward`` / ``backward`` methods that keep a cache on
-``self``; convolution and pooling go through ``im2col`` / ``col2im`` helpers
-that loop in Python over every *output position* (vectorized over the batch
-and the channels only), the classic textbook formulation. Nothing from fnn is
-used here, so the numbers measure a genuinely independent implementation.
-
-Parameters use fnn's layout and names (what ``fnn.serial`` gives LeNet-5), so
-the same ``params`` dict can be fed to both and the results compared::
-
-    conv2d_0: w (6, 1, 5, 5), b (6,)      conv2d_1: w (16, 6, 5, 5), b (16,)
-    dense_0:  w (400, 120), b (120,)      dense_1:  w (120, 84), b (84,)
-    dense_2:  w (84, 10), b (10,)
-
->>> import numpy as np
->>> net = LoopLeNet(init_params(np.random.default_rng(0)))
->>> x = np.random.default_rng(1).standard_normal((2, 1, 28, 28)).astype(np.float32)
->>> net.forward(x).shape
-(2, 10)
+"""LeNet-5 written the way tutorials do, the slow baseline of ``lenet.py``: layer classes whose
+``forward`` / ``backward`` keep a cache on ``self``, convolution and pooling through ``im2col`` /
+``col2im`` helpers that loop in Python over every output position (vectorized over the batch and the
+channels only). Nothing from fnn is used. Parameters have fnn's layout and names (``conv2d_0`` ...
+``dense_2``; Dense ``w`` is (in, out)), so the same ``params`` feed both and the results compare.
 """
 
 from __future__ import annotations
@@ -26,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Conv", "Flatten", "Linear", "LoopLeNet", "MaxPool", "ReLU", "col2im", "im2col", "init_params",
-           "softmax_cross_entropy"]
+Params = dict[str, np.ndarray]
 
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1) -> np.ndarray:
@@ -37,12 +21,11 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1) -> np.ndarray:
     cols = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
     for i in range(oh):
         for j in range(ow):
-            patch = x[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
-            cols[:, :, i * ow + j] = patch.reshape(n, c * kh * kw)
+            cols[:, :, i * ow + j] = x[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw].reshape(n, -1)
     return cols
 
 
-def col2im(cols: np.ndarray, shape: tuple[int, int, int, int], kh: int, kw: int, stride: int = 1) -> np.ndarray:
+def col2im(cols: np.ndarray, shape: tuple[int, ...], kh: int, kw: int, stride: int = 1) -> np.ndarray:
     """Adjoint of :func:`im2col`: add each column back onto its window, one output position at a time."""
     n, c, h, w = shape
     oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
@@ -54,69 +37,58 @@ def col2im(cols: np.ndarray, shape: tuple[int, int, int, int], kh: int, kw: int,
     return out
 
 
-class Conv:
+class Layer:
+    """``p``: the parameters by name, ``g``: their gradients, set by ``backward`` (none by default)."""
+
+    p: Params = {}
+    g: Params = {}
+
+
+class Conv(Layer):
     """Stride-1 convolution with zero padding, via :func:`im2col` and a matrix product."""
 
     def __init__(self, w: np.ndarray, b: np.ndarray, padding: int = 0) -> None:
-        self.w, self.b, self.padding = w, b, padding
-        self.dw: np.ndarray | None = None
-        self.db: np.ndarray | None = None
+        self.p, self.padding = {"w": w, "b": b}, padding
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        p = self.padding
-        xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
-        f, _, kh, kw = self.w.shape
-        n, _, h, w = xp.shape
-        oh, ow = h - kh + 1, w - kw + 1
+        pad, w = self.padding, self.p["w"]
+        xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+        f, _, kh, kw = w.shape
         cols = im2col(xp, kh, kw)
-        y = self.w.reshape(f, -1) @ cols + self.b[:, None]
         self.cache = (xp.shape, cols)
-        return y.reshape(n, f, oh, ow)
+        y = w.reshape(f, -1) @ cols + self.p["b"][:, None]
+        return y.reshape(x.shape[0], f, xp.shape[2] - kh + 1, xp.shape[3] - kw + 1)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        xp_shape, cols = self.cache
-        f, _, kh, kw = self.w.shape
-        n = dy.shape[0]
-        dy3 = dy.reshape(n, f, -1)
-        self.dw = np.einsum("nfp,nkp->fk", dy3, cols).reshape(self.w.shape)
-        self.db = dy3.sum(axis=(0, 2))
-        dcols = self.w.reshape(f, -1).T @ dy3
-        dxp = col2im(dcols, xp_shape, kh, kw)
-        p = self.padding
-        return dxp[:, :, p:dxp.shape[2] - p, p:dxp.shape[3] - p] if p else dxp
-
-    def params(self) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-        return [("w", self.w, self.dw), ("b", self.b, self.db)]
+        (xp_shape, cols), w, pad = self.cache, self.p["w"], self.padding
+        f, _, kh, kw = w.shape
+        dy3 = dy.reshape(dy.shape[0], f, -1)
+        self.g = {"w": np.einsum("nfp,nkp->fk", dy3, cols).reshape(w.shape), "b": dy3.sum(axis=(0, 2))}
+        dxp = col2im(w.reshape(f, -1).T @ dy3, xp_shape, kh, kw)
+        return dxp[:, :, pad:dxp.shape[2] - pad, pad:dxp.shape[3] - pad] if pad else dxp
 
 
-class MaxPool:
+class MaxPool(Layer):
     """Non-overlapping max pooling via :func:`im2col` on each channel; ties go to the first maximum."""
 
     def __init__(self, size: int = 2) -> None:
         self.size = size
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        n, c, h, w = x.shape
-        s = self.size
+        (n, c, h, w), s = x.shape, self.size
         cols = im2col(x.reshape(n * c, 1, h, w), s, s, stride=s)  # (N*C, s*s, OH*OW)
         arg = cols.argmax(axis=1)
-        y = np.take_along_axis(cols, arg[:, None, :], axis=1)
         self.cache = (x.shape, arg, cols.shape)
-        return y.reshape(n, c, h // s, w // s)
+        return np.take_along_axis(cols, arg[:, None, :], axis=1).reshape(n, c, h // s, w // s)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        shape, arg, cols_shape = self.cache
-        n, c, h, w = shape
-        s = self.size
+        ((n, c, h, w), arg, cols_shape), s = self.cache, self.size
         dcols = np.zeros(cols_shape, dtype=dy.dtype)
         np.put_along_axis(dcols, arg[:, None, :], dy.reshape(n * c, 1, -1), axis=1)
-        return col2im(dcols, (n * c, 1, h, w), s, s, stride=s).reshape(shape)
-
-    def params(self) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-        return []
+        return col2im(dcols, (n * c, 1, h, w), s, s, stride=s).reshape(n, c, h, w)
 
 
-class ReLU:
+class ReLU(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.mask = x > 0
         return x * self.mask
@@ -124,11 +96,8 @@ class ReLU:
     def backward(self, dy: np.ndarray) -> np.ndarray:
         return dy * self.mask
 
-    def params(self) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-        return []
 
-
-class Flatten:
+class Flatten(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.shape = x.shape
         return x.reshape(x.shape[0], -1)
@@ -136,96 +105,57 @@ class Flatten:
     def backward(self, dy: np.ndarray) -> np.ndarray:
         return dy.reshape(self.shape)
 
-    def params(self) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-        return []
 
-
-class Linear:
+class Linear(Layer):
     """``y = x @ w + b`` with ``w: (in, out)``."""
 
     def __init__(self, w: np.ndarray, b: np.ndarray) -> None:
-        self.w, self.b = w, b
-        self.dw: np.ndarray | None = None
-        self.db: np.ndarray | None = None
+        self.p = {"w": w, "b": b}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.x = x
-        return x @ self.w + self.b
+        return x @ self.p["w"] + self.p["b"]
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        self.dw = self.x.T @ dy
-        self.db = dy.sum(axis=0)
-        return dy @ self.w.T
-
-    def params(self) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-        return [("w", self.w, self.dw), ("b", self.b, self.db)]
+        self.g = {"w": self.x.T @ dy, "b": dy.sum(axis=0)}
+        return dy @ self.p["w"].T
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean cross-entropy over the batch and its gradient with respect to ``logits``."""
     n = logits.shape[0]
-    z = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(z)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     loss = -float(np.log(p[np.arange(n), labels]).astype(np.float64).sum()) / n
-    grad = p.copy()
-    grad[np.arange(n), labels] -= 1
-    return loss, grad / logits.dtype.type(n)
-
-
-def init_params(rng: np.random.Generator, dtype: Any = np.float32) -> dict[str, dict[str, np.ndarray]]:
-    """Random LeNet-5 params in fnn's layout (uniform, PyTorch's default bounds, zero bias)."""
-
-    def u(shape: tuple[int, ...], fan_in: int) -> np.ndarray:
-        bound = 1 / np.sqrt(fan_in)
-        return rng.uniform(-bound, bound, shape).astype(dtype)
-
-    return {
-        "conv2d_0": {"w": u((6, 1, 5, 5), 25), "b": np.zeros(6, dtype)},
-        "conv2d_1": {"w": u((16, 6, 5, 5), 150), "b": np.zeros(16, dtype)},
-        "dense_0": {"w": u((400, 120), 400), "b": np.zeros(120, dtype)},
-        "dense_1": {"w": u((120, 84), 120), "b": np.zeros(84, dtype)},
-        "dense_2": {"w": u((84, 10), 84), "b": np.zeros(10, dtype)},
-    }
+    p[np.arange(n), labels] -= 1
+    return loss, p / logits.dtype.type(n)
 
 
 class LoopLeNet:
-    """LeNet-5 as a list of tutorial-style layers over (copies of) an fnn-layout ``params`` dict."""
+    """LeNet-5 as a list of tutorial-style layers over copies of an fnn-layout ``params`` dict."""
 
-    def __init__(self, params: dict[str, dict[str, np.ndarray]]) -> None:
+    def __init__(self, params: dict[str, Params]) -> None:
         p = {name: {k: v.copy() for k, v in d.items()} for name, d in params.items()}
         self.named: list[tuple[str, Any]] = [
-            ("conv2d_0", Conv(p["conv2d_0"]["w"], p["conv2d_0"]["b"], padding=2)), ("relu_0", ReLU()),
-            ("max_pool2d_0", MaxPool(2)),
-            ("conv2d_1", Conv(p["conv2d_1"]["w"], p["conv2d_1"]["b"])), ("relu_1", ReLU()),
-            ("max_pool2d_1", MaxPool(2)),
-            ("flatten_0", Flatten()),
-            ("dense_0", Linear(p["dense_0"]["w"], p["dense_0"]["b"])), ("relu_2", ReLU()),
-            ("dense_1", Linear(p["dense_1"]["w"], p["dense_1"]["b"])), ("relu_3", ReLU()),
-            ("dense_2", Linear(p["dense_2"]["w"], p["dense_2"]["b"])),
-        ]
+            ("conv2d_0", Conv(**p["conv2d_0"], padding=2)), ("relu_0", ReLU()), ("max_pool2d_0", MaxPool(2)),
+            ("conv2d_1", Conv(**p["conv2d_1"])), ("relu_1", ReLU()), ("max_pool2d_1", MaxPool(2)),
+            ("flatten_0", Flatten()), ("dense_0", Linear(**p["dense_0"])), ("relu_2", ReLU()),
+            ("dense_1", Linear(**p["dense_1"])), ("relu_3", ReLU()), ("dense_2", Linear(**p["dense_2"]))]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         for _, layer in self.named:
             x = layer.forward(x)
         return x
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        for _, layer in reversed(self.named):
-            dy = layer.backward(dy)
-        return dy
-
     def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> float:
         """Forward, loss, backward (every layer's dx, as tutorials do), and an in-place SGD update."""
-        loss, dlogits = softmax_cross_entropy(self.forward(x), labels)
-        self.backward(dlogits)
+        loss, dy = softmax_cross_entropy(self.forward(x), labels)
+        for _, layer in reversed(self.named):
+            dy = layer.backward(dy)
         for _, layer in self.named:
-            for _, p, g in layer.params():
-                p -= lr * g
+            for k, grad in layer.g.items():
+                layer.p[k] -= lr * grad
         return loss
 
-    def params(self) -> dict[str, dict[str, np.ndarray]]:
-        return {name: {k: p for k, p, _ in layer.params()} for name, layer in self.named if layer.params()}
-
-    def grads(self) -> dict[str, dict[str, np.ndarray]]:
-        return {name: {k: g for k, _, g in layer.params()} for name, layer in self.named if layer.params()}
+    def params(self) -> dict[str, Params]:
+        return {name: layer.p for name, layer in self.named}
