@@ -64,6 +64,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
+from fnn import validate as _validate
 from fnn.distributed import World
 
 __all__ = [
@@ -196,29 +197,6 @@ class Layer(tuple):
         return self.kind
 
 
-def _check_shape(shape: Any, where: str) -> Any:
-    """Validate an example shape (a tuple of non-negative ints, or a tuple of such shapes)."""
-    if isinstance(shape, (int, np.integer)):
-        raise TypeError(f"{where}: shape must be a tuple such as ({shape},), got the int {shape}")
-    if not isinstance(shape, (tuple, list)):
-        raise TypeError(f"{where}: shape must be a tuple of ints (one example, no batch axis), got {shape!r}")
-    if shape and all(isinstance(s, (tuple, list)) for s in shape):
-        return tuple(_check_shape(s, where) for s in shape)
-    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in shape):
-        raise ValueError(f"{where}: shape must hold non-negative ints (one example, no batch axis), got {shape!r}")
-    return tuple(int(s) for s in shape)
-
-
-def _check_dtype(dtype: Any, where: str) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype!r}") from err
-    if dt not in FLOAT_DTYPES:
-        raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
-    return dt
-
-
 def is_index_array(x: Any) -> bool:
     """True for a numpy array of integers (not bool): what an ``"int"`` layer takes."""
     return isinstance(x, np.ndarray) and x.dtype.kind in "iu"
@@ -266,21 +244,23 @@ def make_layer(
         raise ValueError(f"make_layer({kind}): inputs must be one of {INPUT_KINDS}, got {inputs!r}")
 
     def layer_init(key: _random.Key, shape: Any, dtype: Any = np.float32) -> Any:
-        _random.check_key(key, f"{kind}.init: key")
-        return init(key, _check_shape(shape, f"{kind}.init"), _check_dtype(dtype, f"{kind}.init"))
+        _validate.key(f"{kind}.init: key", key)
+        return init(key, _validate.example_shape(f"{kind}.init", shape), _validate.float_dtype(f"{kind}.init", dtype))
 
     def layer_apply(params: Any, x: Any, *, train: bool = False, key: _random.Key | None = None,
                     state: Any = None, check_finite: bool = False, world: World | None = None) -> Output:
+        train = _validate.boolean(kind, "option train", train)
+        check_finite = _validate.boolean(kind, "option check_finite", check_finite)
         x = _check_input(x, kind, inputs)
         if key is not None:
-            _random.check_key(key, f"{kind}: option key")
+            _validate.key(f"{kind}: option key", key)
         if world is not None and not isinstance(world, World):
             raise TypeError(f"{kind}: option world must be an fnn.distributed.World (fnn.distributed.world()) "
                             f"or None, got {type(world).__name__}")
         if check_finite and not _finite(x):
             nan, inf = _count_nonfinite(x)
             raise NonFiniteError(f"{kind}: check_finite: the input already has {nan} NaN and {inf} inf values")
-        out = apply(params, x, Options(bool(train), key, state, bool(check_finite), world))
+        out = apply(params, x, Options(train, key, state, check_finite, world))
         out = out if isinstance(out, Output) else Output(*out)
         if check_finite and not _finite(out[0]):
             nan, inf = _count_nonfinite(out[0])

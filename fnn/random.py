@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from fnn import validate as _validate
+
 __all__ = [
     "Key",
     "key",
@@ -44,18 +46,9 @@ def _make(words: np.ndarray) -> Key:
 
 
 def check_key(k: Any, where: str = "key") -> Key:
-    """Return ``k`` if it is a valid key, else raise a ``TypeError``/``ValueError`` naming ``where``."""
-    if not isinstance(k, np.ndarray):
-        raise TypeError(
-            f"{where}: expected a key made by fnn.random.key(seed) (uint32 array of shape (4,)), "
-            f"got {type(k).__name__}"
-        )
-    if k.dtype != np.uint32 or k.shape != (_KEY_WORDS,):
-        raise ValueError(
-            f"{where}: expected a key made by fnn.random.key(seed) (uint32 array of shape (4,)), "
-            f"got an array of dtype {k.dtype} and shape {k.shape}"
-        )
-    return k
+    """Return ``k`` if it is a valid key, else raise a ``TypeError``/``ValueError`` naming ``where``
+    (:func:`fnn.validate.key`)."""
+    return _validate.key(where, k)
 
 
 def key(seed: int) -> Key:

@@ -107,11 +107,17 @@ def test_make_layer_passes_validated_arguments_and_wraps_results():
     layer = make_layer("Fake()", init, apply)
     layer.init(KEY, [2, np.int64(3)], "float64")
     assert seen["init"][0] is KEY and seen["init"][1] == (2, 3) and seen["init"][2] == np.dtype(np.float64)
-    out = layer.apply({}, np.zeros((1, 2), np.float32), train=1, key=KEY, state={"s": 1})
+    out = layer.apply({}, np.zeros((1, 2), np.float32), train=np.bool_(True), key=KEY, state={"s": 1})
     assert isinstance(out, Output) and out.state == {}
     assert seen["opts"] == Options(True, KEY, {"s": 1}) and seen["opts"].train is True
     layer.apply({}, np.zeros((1, 2), np.float32))
     assert seen["opts"] == Options(False, None, None)
+    # bool options take True or False only: "False" would be true, 1 is not a bool
+    for train in ("False", 1, None):
+        with pytest.raises(TypeError, match=r"^Fake\(\): option train must be True or False, got "):
+            layer.apply({}, np.zeros((1, 2), np.float32), train=train)
+    with pytest.raises(TypeError, match=r"^Fake\(\): option check_finite must be True or False, got str"):
+        layer.apply({}, np.zeros((1, 2), np.float32), check_finite="yes")
 
 
 @pytest.mark.parametrize("call, error, match", [
