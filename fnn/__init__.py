@@ -20,8 +20,8 @@ from fnn import (
     tree,
 )
 from fnn.checkpoint import CheckpointError, load, load_metadata, save
-from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual
-from fnn.core import INITIAL_STATE, Layer, NonFiniteError, Output, output_shape, serial
+from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
+from fnn.core import INITIAL_STATE, Layer, NonFiniteError, Output, output_shape
 from fnn.inspection import summary
 
 __version__ = "0.1.0.dev0"

@@ -1,4 +1,6 @@
-"""The layer protocol, its helpers, and ``serial``.
+"""The layer protocol: its types (``Layer``, ``Output``, ``Options``, the typed ``VJP``),
+``make_layer``, and the checks and example batches every layer shares. ``serial`` and the
+other combinators live in :mod:`fnn.combinators`; argument checks in :mod:`fnn.validate`.
 
 The protocol
 ------------
@@ -56,14 +58,12 @@ dtype.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 
 import numpy as np
 
 from fnn import random as _random
-from fnn import tree as _tree
 from fnn import validate as _validate
 from fnn.distributed import World
 
@@ -73,7 +73,6 @@ __all__ = [
     "Options",
     "Shape",
     "make_layer",
-    "apply_child",
     "NonFiniteError",
     "INITIAL_STATE",
     "InitialState",
@@ -90,13 +89,41 @@ __all__ = [
     "shape_of",
     "is_index_array",
     "INPUT_KINDS",
-    "name_layers",
-    "split_options",
-    "serial",
+    "VJP",
+    "InspectableVJP",
+    "vjp_with",
 ]
 
 Shape = tuple[int, ...]
-VJP = Callable[..., tuple[Any, Any]]
+
+
+class VJP(Protocol):
+    """What ``apply`` returns beside ``y``: ``vjp(dy, need_dx=True) -> (dparams, dx)``."""
+
+    def __call__(self, dy: Any, need_dx: bool = True) -> tuple[Any, Any]: ...
+
+
+class InspectableVJP(VJP, Protocol):
+    """A vjp that also exposes, for :func:`fnn.summary` and :mod:`fnn.per_example`, its
+    sub-layers' vjps (``children``: ``(name, vjp, output ShapeDtype)`` triples, for
+    combinators) and each example's squared norm of ``dparams`` (``sq_norms(dy) -> (N,)``,
+    for Dense, Conv2D and the combinators of them). Either may be absent: read them with
+    ``getattr(vjp, "children", ())``."""
+
+    children: list[tuple[str, VJP, Any]]
+    sq_norms: Callable[[Any], np.ndarray]
+
+
+def vjp_with(vjp: Callable[..., tuple[Any, Any]], *, children: list[tuple[str, Any, Any]] | None = None,
+             sq_norms: Callable[[Any], np.ndarray] | None = None) -> InspectableVJP:
+    """``vjp`` with the :class:`InspectableVJP` attributes that are given set on it."""
+    if children is not None:
+        setattr(vjp, "children", children)  # noqa: B010 (a function object: setattr keeps mypy honest)
+    if sq_norms is not None:
+        setattr(vjp, "sq_norms", sq_norms)  # noqa: B010
+    return cast(InspectableVJP, vjp)
+
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -374,11 +401,6 @@ def parameterless(kind: str, forward: Callable[[Any], tuple[Any, Callable[[Any],
     return make_layer(kind, init, apply, tuple_input=tuple_input)
 
 
-def _snake(kind: str) -> str:
-    name = kind.split("(", 1)[0]
-    return re.sub(r"(?<=[a-z])(?=[A-Z][a-z])", "_", name).lower()
-
-
 def batch_of(shape: Any, dtype: Any, batch_size: int = 1, key: _random.Key | None = None,
              index_range: int | None = None) -> Any:
     """A batch for examples of ``shape`` (a tuple of shapes gives a tuple of arrays):
@@ -408,14 +430,6 @@ def shape_of(y: Any) -> Any:
     return tuple(y.shape[1:])
 
 
-def _reraise(err: Exception, prefix: str) -> Exception:
-    """An exception of the same type as ``err`` with ``prefix`` before its message."""
-    try:
-        return type(err)(f"{prefix}: {err}")
-    except Exception:  # an exception type whose constructor takes other arguments
-        return err
-
-
 def output_shape(layer: Layer, params: Any, shape: Any, dtype: Any = np.float32) -> Any:
     """The per-example output shape of ``layer`` for inputs of per-example ``shape``.
 
@@ -425,149 +439,3 @@ def output_shape(layer: Layer, params: Any, shape: Any, dtype: Any = np.float32)
     check_is_layer(layer, "output_shape")
     y, _ = layer.apply(params, example_batch(layer, shape, dtype), state=INITIAL_STATE)
     return shape_of(y)
-
-
-def _sq_norms_of(vjp: Callable[..., Any], where: str) -> Callable[[Any], np.ndarray]:
-    """The per-example squared-norm function of a vjp, or a ``TypeError`` naming the layer."""
-    fn = getattr(vjp, "sq_norms", None)
-    if fn is None:
-        raise TypeError(f"{where}: per-example gradient norms are not available for this layer "
-                        f"(supported: Dense, Conv2D, and serial/parallel/residual of them and parameterless layers)")
-    return fn
-
-
-def apply_child(layer: Layer, params: Any, x: Any, opts: Options, key: _random.Key | None, state: Any) -> Output:
-    """Apply a combinator's sub-layer with the combinator's options, its own key and state.
-
-    A non-empty ``state`` given to a sub-layer that has no state is a ``ValueError``
-    rather than silently ignored: it was saved for another layer or architecture.
-    """
-    out = layer.apply(params, x, train=opts.train, key=key, state=state, check_finite=opts.check_finite,
-                      world=opts.world)
-    if state is not None and state is not INITIAL_STATE and not (isinstance(state, dict) and not state) \
-            and not out.state:
-        got = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{layer.kind}: has no state but was given state {got} "
-                         f"(state saved for another layer or architecture?)")
-    return out
-
-
-def name_layers(where: str, layers: Iterable[Layer | tuple[str, Layer]]) -> list[tuple[str, Layer]]:
-    """Give every layer a name: its own for ``(name, layer)`` pairs, else ``kind_index``
-    counted per kind from 0 (``dense_0``, ``relu_0``, ``dense_1``). Names must be unique."""
-    named: list[tuple[str, Layer]] = []
-    counts: dict[str, int] = {}
-    for i, item in enumerate(layers):
-        if isinstance(item, Layer):
-            base = _snake(item.kind)
-            named.append((f"{base}_{counts.get(base, 0)}", item))
-            counts[base] = counts.get(base, 0) + 1
-        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-            named.append((item[0], check_is_layer(item[1], f"{where}: argument {i} ({item[0]!r}, ...)")))
-        else:
-            check_is_layer(item, f"{where}: argument {i}")
-    names = [n for n, _ in named]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"{where}: layer names must be unique, got duplicates {dupes}")
-    return named
-
-
-def split_options(kind: str, params: Any, opts: Options, names: list[str]) -> tuple[list[Any], dict[str, Any]]:
-    """Check a combinator's ``params`` and ``state`` are keyed by its layer names; return
-    one key per layer (split from ``opts.key``, or ``None``) and the state dict."""
-    if not isinstance(params, dict) or set(params) != set(names):
-        got = sorted(params) if isinstance(params, dict) else type(params).__name__
-        raise ValueError(f"{kind}: params has keys {got} but this {kind} expects {sorted(names)} "
-                         f"(params from a different architecture?)")
-    keys = list(_random.split(opts.key, len(names))) if opts.key is not None else [None] * len(names)
-    if opts.state is INITIAL_STATE:
-        return keys, dict.fromkeys(names, INITIAL_STATE)
-    if opts.state is not None and not isinstance(opts.state, dict):
-        raise TypeError(f"{kind}: state must be a dict keyed by layer name, fnn.INITIAL_STATE or None, "
-                        f"got {type(opts.state).__name__}")
-    state = opts.state or {}
-    unknown = sorted(set(state) - set(names))
-    if unknown:
-        raise ValueError(f"{kind}: state has entries {unknown} for layers this {kind} does not have")
-    return keys, state
-
-
-def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
-    """Compose layers in sequence; the result is itself a layer.
-
-    Each argument is a layer or a ``(name, layer)`` pair; unnamed layers are named
-    by :func:`name_layers` (``dense_0``, ``relu_0``, ``dense_1``). ``params`` (and
-    ``state``) are dicts with one entry per layer under that name. ``init`` threads
-    the example shape through the layers; a shape error names the layer's position,
-    name and kind. ``apply`` passes ``train``, a key split per layer, and each
-    layer's state on to it.
-
-    >>> from fnn.layers import Dense, ReLU
-    >>> net = serial(Dense(8), ReLU(), ("out", Dense(2)))
-    >>> sorted(net.init(fnn.random.key(0), (4,)))
-    ['dense_0', 'out', 'relu_0']
-    """
-    if not layers:
-        raise ValueError("serial: needs at least one layer")
-    named = name_layers("serial", layers)
-    names = [n for n, _ in named]
-    kind = "serial"
-
-    def where(i: int) -> str:
-        return f"serial layer {i} {named[i][0]!r} ({named[i][1].kind})"
-
-    def init(key: _random.Key, shape: Any, dtype: np.dtype) -> dict[str, Any]:
-        params = {}
-        for i, (k, (name, layer)) in enumerate(zip(_random.split(key, len(named)), named)):
-            try:
-                params[name] = layer.init(k, shape, dtype)
-                shape = output_shape(layer, params[name], shape, dtype)
-            except (ValueError, TypeError) as err:
-                raise _reraise(err, f"{where(i)} with input shape {shape}") from err
-        return params
-
-    def apply(params: Any, x: Any, opts: Options) -> Output:
-        keys, state = split_options(kind, params, opts, names)
-        vjps, outs, new_state = [], [], {}
-        for i, ((name, layer), k) in enumerate(zip(named, keys)):
-            try:
-                out = apply_child(layer, params[name], x, opts, k, state.get(name))
-            except (ValueError, TypeError) as err:
-                raise _reraise(err, where(i)) from err
-            x, vjp_i = out
-            vjps.append(vjp_i)
-            outs.append(like(x))
-            if out.state:
-                new_state[name] = out.state
-        # Without need_dx, backward stops at the first layer that has parameters.
-        first_trainable = next((i for i, n in enumerate(names) if _tree.leaves(params[n])), len(names))
-
-        def vjp(dy: Any, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
-            stop = 0 if need_dx else first_trainable
-            grads: list[Any] = [_tree.zeros_like(params[n]) for n in names[:stop]] + [None] * (len(names) - stop)
-            for i in range(len(named) - 1, stop - 1, -1):
-                try:
-                    grads[i], dy = vjps[i](dy, need_dx=need_dx or i > stop)
-                except (ValueError, TypeError) as err:
-                    raise _reraise(err, where(i)) from err
-            return dict(zip(names, grads)), dy if stop == 0 else None
-
-        def sq_norms(dy: Any) -> np.ndarray:
-            total: Any = 0.0
-            for i in range(len(named) - 1, first_trainable - 1, -1):
-                if _tree.leaves(params[names[i]]):
-                    total = total + _sq_norms_of(vjps[i], where(i))(dy)
-                if i > first_trainable:
-                    dy = vjps[i](dy)[1]
-            return np.asarray(total)
-
-        vjp.children = list(zip(names, vjps, outs))  # type: ignore[attr-defined]
-        vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
-        return Output(x, vjp, new_state)
-
-    # Integer indices are checked here, so that an example batch for init is made of indices;
-    # anything else is left to the first layer, whose error then names its position.
-    first = named[0][1]
-    inputs = "int" if first.inputs == "int" else "any"
-    return make_layer(kind, init, apply, children=named, inputs=inputs, index_range=first.index_range)

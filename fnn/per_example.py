@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fnn import tree as _tree
-from fnn.core import _sq_norms_of
+from fnn.combinators import sq_norms_of
 from fnn.optim.base import check_hyper
 
 __all__ = ["grad_norms", "clipped_grads"]
@@ -36,7 +36,7 @@ __all__ = ["grad_norms", "clipped_grads"]
 
 def grad_norms(vjp: Callable[..., Any], dy: Any) -> np.ndarray:
     """``(N,)`` L2 norms of each example's contribution to ``dparams`` for cotangent ``dy``."""
-    sq = np.asarray(_sq_norms_of(vjp, "grad_norms")(dy))
+    sq = np.asarray(sq_norms_of(vjp, "grad_norms")(dy))
     n = len(_tree.leaves(dy)[0])  # a model without parameters gives a scalar 0: one per example instead
     return np.sqrt(np.maximum(np.broadcast_to(sq, (n,)), 0))
 

@@ -9,8 +9,8 @@ import pytest
 
 import fnn
 from fnn import random, tree
-from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual
-from fnn.core import NonFiniteError, serial
+from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
+from fnn.core import NonFiniteError
 from fnn.layers import BatchNorm, Dense, Dropout, Flatten, Identity, MaxPool2D, Tanh
 from fnn.testing import check_vjp
 

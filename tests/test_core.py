@@ -5,7 +5,8 @@ import pytest
 
 import fnn
 from fnn import random, tree
-from fnn.core import Layer, Options, Output, make_layer, output_shape, serial
+from fnn.combinators import serial
+from fnn.core import Layer, Options, Output, make_layer, output_shape
 from fnn.layers import Dense, Flatten, LeakyReLU, LogSoftmax, ReLU, Softmax, Tanh
 from fnn.testing import check_vjp
 

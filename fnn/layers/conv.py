@@ -8,7 +8,7 @@ import numpy as np
 
 from fnn import init as _init
 from fnn import random as _random
-from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer
+from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer, vjp_with
 from fnn.layers._spatial import as_padding, as_pair, check_fits, check_nchw, resolve_padding
 from fnn.ops import Pair, col2img, img2col, matmul_nt, matmul_wide
 
@@ -115,7 +115,7 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
                 sq = sq + np.einsum("fn,fn->n", db, db)
             return sq
 
-        vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
+        vjp_with(vjp, sq_norms=sq_norms)
         return y, vjp
 
     return make_layer(kind, init, apply)

@@ -8,7 +8,7 @@ import numpy as np
 
 from fnn import init as _init
 from fnn import random as _random
-from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer
+from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer, vjp_with
 
 __all__ = ["Dense"]
 
@@ -75,7 +75,7 @@ def Dense(out_features: int, bias: bool = True, w_init: _init.Initializer = _ini
                 sq = sq + np.einsum("no,no->n", db, db)
             return sq
 
-        vjp.sq_norms = sq_norms  # type: ignore[attr-defined]
+        vjp_with(vjp, sq_norms=sq_norms)
         return y, vjp
 
     return make_layer(kind, init, apply)
