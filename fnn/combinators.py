@@ -21,6 +21,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
+from fnn import validate
 from fnn.core import (
     INITIAL_STATE,
     Layer,
@@ -279,8 +280,7 @@ def parallel(*layers: Layer | tuple[str, Layer]) -> Layer:
 
 def fan_out(n: int) -> Layer:
     """``x -> (x, ..., x)``: ``n`` copies (not views); the vjp sums their gradients."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"fan_out: n must be a positive int, got {n!r}")
+    n = validate.integer("fan_out", "n", n, low=1)
     kind = f"fan_out({n})"
 
     def forward(x: np.ndarray) -> Any:
@@ -320,8 +320,7 @@ def fan_in_concat(axis: int = -1) -> Layer:
 
     Every other axis must agree; the vjp splits ``dy`` back into the pieces.
     """
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"fan_in_concat: axis must be an int, got {axis!r}")
+    axis = validate.integer("fan_in_concat", "axis", axis)
     kind = f"fan_in_concat(axis={axis})"
 
     def forward(x: Any) -> Any:
@@ -391,8 +390,8 @@ def elementwise(fn: Callable[[np.ndarray], np.ndarray], dfn: Callable[[np.ndarra
     >>> softplus.apply({}, np.zeros((1, 2)))[0]
     array([[0.69314718, 0.69314718]])
     """
-    if not callable(fn) or not callable(dfn):
-        raise TypeError("elementwise: fn and dfn must be callables taking and returning arrays")
+    validate.function("elementwise", "fn", fn, "a callable taking and returning arrays")
+    validate.function("elementwise", "dfn", dfn, "a callable taking and returning arrays")
     kind = f"elementwise({name or getattr(fn, '__name__', 'fn')})"
 
     def forward(x: np.ndarray) -> Any:

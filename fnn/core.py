@@ -281,9 +281,9 @@ def make_layer(
         x = _check_input(x, kind, inputs)
         if key is not None:
             _validate.key(f"{kind}: option key", key)
-        if world is not None and not isinstance(world, World):
-            raise TypeError(f"{kind}: option world must be an fnn.distributed.World (fnn.distributed.world()) "
-                            f"or None, got {type(world).__name__}")
+        if world is not None:
+            _validate.instance(kind, "option world", world, World,
+                               "an fnn.distributed.World (fnn.distributed.world()) or None")
         if check_finite and not _finite(x):
             nan, inf = _count_nonfinite(x)
             raise NonFiniteError(f"{kind}: check_finite: the input already has {nan} NaN and {inf} inf values")
@@ -376,12 +376,13 @@ def check_no_params(kind: str, params: Any) -> None:
         raise ValueError(f"{kind}: has no parameters and expects params {{}}, got {params!r:.80}")
 
 
-def parameterless(kind: str, forward: Callable[[Any], tuple[Any, Callable[[Any], Any]]],
-                  tuple_input: bool = False) -> Layer:
+def parameterless(kind: str, forward: Callable[..., tuple[Any, Callable[[Any], Any]]],
+                  tuple_input: bool = False, with_options: bool = False) -> Layer:
     """A layer without params from ``forward(x) -> (y, backward)`` where ``backward(dy) -> dx``.
 
     ``y`` may be an array or a tuple of arrays (``dy`` is checked against it); so
-    may ``x`` when ``tuple_input`` is set.
+    may ``x`` when ``tuple_input`` is set. With ``with_options`` the forward is
+    ``forward(x, opts)`` and sees the :class:`Options` (``train``, ``key``, ``world``).
     """
 
     def init(key: Any, shape: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:
@@ -389,7 +390,7 @@ def parameterless(kind: str, forward: Callable[[Any], tuple[Any, Callable[[Any],
 
     def apply(params: Any, x: np.ndarray, opts: Options) -> Any:
         check_no_params(kind, params)
-        y, backward = forward(x)
+        y, backward = forward(x, opts) if with_options else forward(x)
         out = like(y)
 
         def vjp(dy: Any, need_dx: bool = True) -> tuple[dict[str, Any], Any]:

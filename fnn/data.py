@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fnn import random as _random
+from fnn import validate
 
 __all__ = ["batches", "batch_indices", "one_hot", "load_idx", "load_mnist", "IDXError"]
 
@@ -35,8 +36,9 @@ def batch_indices(key: _random.Key | None, arrays: Sequence[np.ndarray], batch_s
     if lengths[0] is None or any(length != lengths[0] for length in lengths):
         raise ValueError(f"batches: arrays must share their first axis length, got lengths {lengths}")
     n = int(lengths[0])
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
+    batch_size = validate.integer("batches", "batch_size", batch_size, low=1)
+    shuffle = validate.boolean("batches", "shuffle", shuffle)
+    drop_last = validate.boolean("batches", "drop_last", drop_last)
     if shuffle:
         if key is None:
             raise ValueError("batches: shuffle=True needs a key (fnn.random.key(seed)); "
@@ -68,8 +70,7 @@ def one_hot(labels: np.ndarray, n: int, dtype: Any = np.float32) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
         raise TypeError(f"one_hot: labels must be integers, got dtype {labels.dtype}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-        raise ValueError(f"one_hot: n must be a positive int, got {n!r}")
+    n = validate.integer("one_hot", "n", n, low=1)
     if labels.size and (labels.min() < 0 or labels.max() >= n):
         raise ValueError(f"one_hot: labels must be in [0, {n}), got values from {labels.min()} to {labels.max()}")
     return (labels[..., None] == np.arange(n)).astype(dtype)

@@ -58,6 +58,7 @@ from fnn import checkpoint as _checkpoint
 from fnn import data as _data
 from fnn import random as _random
 from fnn import tree as _tree
+from fnn import validate
 
 __all__ = [
     "World",
@@ -158,10 +159,7 @@ def world(comm: Any = None) -> World:
 
 
 def _check_world(w: Any, where: str) -> World:
-    if not isinstance(w, World):
-        raise TypeError(f"{where}: world must be an fnn.distributed.World (from fnn.distributed.world()), "
-                        f"got {type(w).__name__}")
-    return w
+    return validate.instance(where, "world", w, World, "an fnn.distributed.World (from fnn.distributed.world())")
 
 
 # --- agreeing across ranks ----------------------------------------------------------------------
@@ -278,8 +276,7 @@ def broadcast(world: World, tree: Any, root: int = 0) -> Any:
     replaced. One ``Bcast`` per dtype. Returns a new tree; ``tree`` is not modified.
     """
     w = _check_world(world, "fnn.distributed.broadcast")
-    if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < w.size:
-        raise ValueError(f"fnn.distributed.broadcast: root must be a rank in [0, {w.size}), got {root!r}")
+    root = validate.integer("fnn.distributed.broadcast", "root", root, low=0, high=w.size - 1)
     _check_same_trees(w, "fnn.distributed.broadcast", tree)
     pairs, rebuild = _tree.flatten(tree)
     leaves = [leaf for _, leaf in pairs]
@@ -287,7 +284,7 @@ def broadcast(world: World, tree: Any, root: int = 0) -> Any:
         return rebuild([leaf.copy() for leaf in leaves])
     buffers = _pack(leaves)
     for buf, _ in buffers.values():
-        w.comm.Bcast(buf, root=int(root))
+        w.comm.Bcast(buf, root=root)
     return rebuild(_unpack(buffers, leaves))
 
 
@@ -308,6 +305,8 @@ def allreduce(world: World, tree: Any, *, mean: bool = False, deterministic: boo
     as per-rank BatchNorm statistics.
     """
     w = _check_world(world, "fnn.distributed.allreduce")
+    mean = validate.boolean("fnn.distributed.allreduce", "mean", mean)
+    deterministic = validate.boolean("fnn.distributed.allreduce", "deterministic", deterministic)
     sig = _check_same_trees(w, "fnn.distributed.allreduce", tree)
     if mean and any(np.dtype(d).kind != "f" for _, _, d in sig):
         raise TypeError("fnn.distributed.allreduce: mean=True needs float leaves; sum integer counts instead")
@@ -357,7 +356,7 @@ def reduce_metrics(world: World, metrics: dict[str, float]) -> dict[str, float]:
                         f"got {type(metrics).__name__}")
     values = {}
     for k, v in metrics.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        if not validate.is_number(v):  # not validate.number: a NaN loss is reported, not refused
             raise TypeError(f"fnn.distributed.reduce_metrics: metrics[{k!r}] must be a number, got {v!r:.60}")
         values[k] = np.array(float(v))
     summed = allreduce(w, values, deterministic=True)

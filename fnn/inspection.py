@@ -16,6 +16,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
+from fnn import validate
 from fnn.core import INITIAL_STATE, Layer, ShapeDtype, batch_of, check_is_layer, like
 
 __all__ = ["Row", "summary", "closure_arrays"]
@@ -91,11 +92,17 @@ def summary(layer: Layer, shape: Any, batch_size: int = 1, *, params: Any = None
     buffer counted once.
     """
     check_is_layer(layer, "summary")
+    shape = validate.example_shape("summary", shape)
+    batch_size = validate.integer("summary", "batch_size", batch_size, low=1)
+    dtype = validate.float_dtype("summary", dtype)
+    train = validate.boolean("summary", "train", train)
+    if key is not None:
+        validate.key("summary", key)
     k_init, k_x, k_apply = _random.split(_random.key(0) if key is None else key, 3)
     if params is None:
         params = layer.init(k_init, shape, dtype)
 
-    x = batch_of(tuple(shape), dtype, batch_size, k_x)
+    x = batch_of(shape, dtype, batch_size, k_x)
     out = layer.apply(params, x, train=train, key=k_apply if train else None, state=INITIAL_STATE)
     param_ids = {id(_root(p)) for p in _tree.leaves(params) if isinstance(p, np.ndarray)}
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from fnn import tree as _tree
+from fnn import validate
 
 __all__ = ["softmax_cross_entropy", "mse", "l2_penalty", "accuracy"]
 
@@ -52,12 +53,6 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def _reduction(where: str, reduction: str) -> str:
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"{where}: reduction must be 'mean' or 'sum', got {reduction!r}")
-    return reduction
-
-
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0,
                           reduction: str = "mean") -> tuple[float, np.ndarray]:
     """Cross-entropy of ``softmax(logits)`` against ``labels``, fused with its gradient.
@@ -76,9 +71,8 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothin
     where = "softmax_cross_entropy"
     logits = _check_logits(where, logits)
     labels = _check_labels(where, labels, logits)
-    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
-        raise ValueError(f"{where}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    scale = logits.shape[0] if _reduction(where, reduction) == "mean" else 1
+    label_smoothing = validate.probability(where, "label_smoothing", label_smoothing)
+    scale = logits.shape[0] if validate.choice(where, "reduction", reduction, ("mean", "sum")) == "mean" else 1
     n, c = logits.shape
     if n == 0:
         return 0.0, np.zeros_like(logits)
@@ -112,7 +106,7 @@ def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean") -> tuple[
     if target.shape != pred.shape:
         raise ValueError(f"mse: pred has shape {pred.shape} but target has shape {target.shape}; "
                          f"they must match exactly (no broadcasting)")
-    scale = pred.size if _reduction("mse", reduction) == "mean" else 1
+    scale = pred.size if validate.choice("mse", "reduction", reduction, ("mean", "sum")) == "mean" else 1
     if pred.size == 0:
         return 0.0, np.zeros_like(pred)
     diff = pred - target
@@ -121,8 +115,7 @@ def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean") -> tuple[
 
 def l2_penalty(params: Any, weight: float) -> tuple[float, Any]:
     """``weight / 2 * sum of squares of every leaf``, and its gradient ``weight * params``."""
-    if not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight < 0:
-        raise ValueError(f"l2_penalty: weight must be a finite number >= 0, got {weight!r}")
+    weight = validate.number("l2_penalty", "weight", weight, low=0.0)
     value = 0.5 * weight * _tree.global_norm(params) ** 2
     return value, _tree.map(lambda p: p * p.dtype.type(weight), params)
 

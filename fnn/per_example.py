@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from fnn import tree as _tree
+from fnn import validate
 from fnn.combinators import sq_norms_of
-from fnn.optim.base import check_hyper
 
 __all__ = ["grad_norms", "clipped_grads"]
 
@@ -48,7 +48,7 @@ def clipped_grads(vjp: Callable[..., Any], dy: Any, max_norm: float) -> tuple[An
     scaled by ``min(1, max_norm / norm_n)`` and the vjp is called again (the input
     gradient is skipped).
     """
-    max_norm = check_hyper("clipped_grads", "max_norm", max_norm)
+    max_norm = validate.number("clipped_grads", "max_norm", max_norm, low=0.0)
     norms = grad_norms(vjp, dy)
     with np.errstate(divide="ignore"):
         factor = np.minimum(1.0, max_norm / norms)

@@ -53,11 +53,8 @@ def check_key(k: Any, where: str = "key") -> Key:
 
 def key(seed: int) -> Key:
     """Make a key from a non-negative integer seed."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"fnn.random.key: seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"fnn.random.key: seed must be >= 0, got {seed}")
-    return _make(np.random.SeedSequence(int(seed)).generate_state(_KEY_WORDS, dtype=np.uint32))
+    seed = _validate.integer("fnn.random.key", "seed", seed, low=0)
+    return _make(np.random.SeedSequence(seed).generate_state(_KEY_WORDS, dtype=np.uint32))
 
 
 def _seq(k: Key, *tag: int) -> np.random.SeedSequence:
@@ -71,18 +68,16 @@ def split(k: Key, n: int = 2) -> tuple[Key, ...]:
     layer appended to a ``serial`` leaves the keys of the layers before it unchanged.
     """
     check_key(k, "fnn.random.split")
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"fnn.random.split: n must be a non-negative int, got {n!r}")
-    words = _seq(k, _SPLIT).generate_state(_KEY_WORDS * int(n), dtype=np.uint32)
-    return tuple(_make(w) for w in words.reshape(int(n), _KEY_WORDS))
+    n = _validate.integer("fnn.random.split", "n", n, low=0)
+    words = _seq(k, _SPLIT).generate_state(_KEY_WORDS * n, dtype=np.uint32)
+    return tuple(_make(w) for w in words.reshape(n, _KEY_WORDS))
 
 
 def fold_in(k: Key, data: int) -> Key:
     """Derive a key from ``k`` and an integer (a step count, an epoch, a layer index)."""
     check_key(k, "fnn.random.fold_in")
-    if isinstance(data, (bool, np.bool_)) or not isinstance(data, (int, np.integer)) or data < 0:
-        raise ValueError(f"fnn.random.fold_in: data must be a non-negative int, got {data!r}")
-    return _make(_seq(k, _FOLD, int(data)).generate_state(_KEY_WORDS, dtype=np.uint32))
+    data = _validate.integer("fnn.random.fold_in", "data", data, low=0)
+    return _make(_seq(k, _FOLD, data).generate_state(_KEY_WORDS, dtype=np.uint32))
 
 
 def generator(k: Key) -> np.random.Generator:
@@ -92,27 +87,26 @@ def generator(k: Key) -> np.random.Generator:
 
 
 def _shape(shape: Any, where: str) -> tuple[int, ...]:
-    """A draw's shape: an int or a tuple of non-negative ints (numpy's errors name no function)."""
-    dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
-    if not isinstance(dims, (tuple, list)) or not all(
-            isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 0 for d in dims):
+    """A draw's shape: an int or a tuple of non-negative ints, batch axis included (numpy's errors
+    name no function). Not :func:`fnn.validate.example_shape`, which is for one example and
+    refuses an int; the kind of each entry is checked with :func:`fnn.validate.is_int`."""
+    dims = (shape,) if _validate.is_int(shape) else shape
+    if not isinstance(dims, (tuple, list)) or not all(_validate.is_int(d) for d in dims):
+        raise TypeError(f"{where}: shape must be an int or a tuple of ints, got {shape!r:.60}")
+    if any(d < 0 for d in dims):
         raise ValueError(f"{where}: shape must be a tuple of non-negative ints, got {shape!r}")
     return tuple(int(d) for d in dims)
-
-
-def _float_dtype(dtype: Any, where: str) -> np.dtype:
-    dt = np.dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
-    return dt
 
 
 def uniform(
     k: Key, shape: tuple[int, ...], dtype: Any = np.float32, low: float = 0.0, high: float = 1.0
 ) -> np.ndarray:
     """Uniform draws in ``[low, high)`` of the given shape and dtype."""
-    dt = _float_dtype(dtype, "fnn.random.uniform")
-    out = np.asarray(generator(k).uniform(low, high, size=_shape(shape, "fnn.random.uniform"))).astype(dt, copy=False)
+    where = "fnn.random.uniform"
+    dt = _validate.float_dtype(where, dtype)
+    low = _validate.number(where, "low", low)
+    high = _validate.number(where, "high", high)
+    out = np.asarray(generator(k).uniform(low, high, size=_shape(shape, where))).astype(dt, copy=False)
     if high > low:  # rounding (numpy's, then the cast to float32) can reach ``high``: keep it excluded
         top = dt.type(high)
         np.minimum(out, np.nextafter(top, dt.type(low)) if top >= high else top, out=out)
@@ -123,20 +117,20 @@ def normal(
     k: Key, shape: tuple[int, ...], dtype: Any = np.float32, mean: float = 0.0, std: float = 1.0
 ) -> np.ndarray:
     """Normal draws with the given mean and standard deviation."""
-    dt = _float_dtype(dtype, "fnn.random.normal")
-    return np.asarray(generator(k).normal(mean, std, size=_shape(shape, "fnn.random.normal"))).astype(dt, copy=False)
+    where = "fnn.random.normal"
+    dt = _validate.float_dtype(where, dtype)
+    mean = _validate.number(where, "mean", mean)
+    std = _validate.number(where, "std", std, low=0.0)
+    return np.asarray(generator(k).normal(mean, std, size=_shape(shape, where))).astype(dt, copy=False)
 
 
 def bernoulli(k: Key, p: float, shape: tuple[int, ...]) -> np.ndarray:
     """Boolean array whose entries are ``True`` with probability ``p``."""
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= p <= 1.0:
-        raise ValueError(f"fnn.random.bernoulli: p must be in [0, 1], got {p!r}")
+    p = _validate.probability("fnn.random.bernoulli", "p", p)
     return generator(k).random(size=_shape(shape, "fnn.random.bernoulli")) < p
 
 
 def permutation(k: Key, n: int) -> np.ndarray:
     """A random permutation of ``range(n)`` as an ``int64`` array."""
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"fnn.random.permutation: n must be a non-negative int, got {n!r}")
-    return generator(k).permutation(int(n))
+    n = _validate.integer("fnn.random.permutation", "n", n, low=0)
+    return generator(k).permutation(n)

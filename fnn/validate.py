@@ -42,6 +42,9 @@ __all__ = [
     "pair",
     "padding",
     "float_dtype",
+    "number_pair",
+    "function",
+    "instance",
     "example_shape",
     "key",
     "Pair",
@@ -173,7 +176,9 @@ def example_shape(where: str, shape: Any) -> Any:
         raise TypeError(f"{where}: shape must be a tuple of ints (one example, no batch axis), got {shape!r}")
     if shape and all(isinstance(s, (tuple, list)) for s in shape):
         return tuple(example_shape(where, s) for s in shape)
-    if not all(is_int(s) and s >= 0 for s in shape):
+    if not all(is_int(s) for s in shape):
+        raise TypeError(f"{where}: shape must hold ints (one example, no batch axis), got {shape!r}")
+    if any(s < 0 for s in shape):
         raise ValueError(f"{where}: shape must hold non-negative ints (one example, no batch axis), got {shape!r}")
     return tuple(int(s) for s in shape)
 
@@ -186,4 +191,27 @@ def key(where: str, value: Any) -> np.ndarray:
     if value.dtype != np.uint32 or value.shape != (4,):
         raise ValueError(f"{where}: expected a key made by fnn.random.key(seed) (uint32 array of shape (4,)), "
                          f"got an array of dtype {value.dtype} and shape {value.shape}")
+    return value
+
+
+def number_pair(where: str, name: str, value: Any, *, low: float = -math.inf, high: float = math.inf,
+                high_open: bool = False) -> tuple[float, float]:
+    """A pair of numbers (a tuple or list of two), each checked as :func:`number` (``betas``)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{where}: {name} must be a pair of numbers, got {_got(value)}")
+    return (number(where, f"{name}[0]", value[0], low=low, high=high, high_open=high_open),
+            number(where, f"{name}[1]", value[1], low=low, high=high, high_open=high_open))
+
+
+def function(where: str, name: str, value: Any, what: str = "a callable") -> Any:
+    """A callable (a function, a schedule, a predicate); ``what`` says which, in the message."""
+    if not callable(value):
+        raise TypeError(f"{where}: {name} must be {what}, got {_got(value)}")
+    return value
+
+
+def instance(where: str, name: str, value: Any, cls: type, what: str) -> Any:
+    """An instance of ``cls``; ``what`` describes it in the message (how to make one)."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{where}: {name} must be {what}, got {type(value).__name__}")
     return value

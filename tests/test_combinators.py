@@ -357,9 +357,10 @@ def test_fan_in_concat_on_the_batch_axis_or_out_of_range_raises(axis):
         fan_in_concat(axis).apply({}, (np.ones((2, 3)), np.ones((2, 3))))
 
 
-def test_fan_in_concat_rejects_a_non_int_axis():
-    with pytest.raises(TypeError, match="fan_in_concat: axis must be an int"):
-        fan_in_concat(1.0)
+@pytest.mark.parametrize("axis, got", [(1.0, "float 1.0"), (True, "bool True"), ("-1", "str '-1'"), (None, "NoneType")])
+def test_fan_in_concat_rejects_a_non_int_axis(axis, got):
+    with pytest.raises(TypeError, match=f"^fan_in_concat: axis must be an int, got {got}"):
+        fan_in_concat(axis)
 
 
 def test_residual_whose_inner_layer_changes_the_shape_raises_at_init():
@@ -392,8 +393,10 @@ def test_elementwise_fn_returning_the_wrong_shape_raises():
 
 
 def test_elementwise_rejects_non_callables():
-    with pytest.raises(TypeError, match="elementwise: fn and dfn must be callables"):
+    with pytest.raises(TypeError, match="elementwise: dfn must be a callable .*, got NoneType"):
         elementwise(np.sin, None)
+    with pytest.raises(TypeError, match="elementwise: fn must be a callable taking and returning arrays, got str"):
+        elementwise("sin", np.cos)
 
 
 @pytest.mark.parametrize("make", [serial, parallel])
@@ -404,11 +407,27 @@ def test_duplicate_names_raise(make):
         make(("dense_0", Tanh()), Dense(2))
 
 
-@pytest.mark.parametrize("bad, match", [(0, "n must be a positive int"), (True, "n must be a positive int"),
-                                        (2.0, "n must be a positive int")])
-def test_fan_out_bad_arguments(bad, match):
-    with pytest.raises(ValueError, match=match):
+@pytest.mark.parametrize("bad, error, match", [
+    (0, ValueError, "n must be >= 1, got 0"),
+    (-2, ValueError, "n must be >= 1, got -2"),
+    (True, TypeError, "n must be an int, got bool True"),
+    (np.True_, TypeError, "n must be an int, got bool"),
+    (2.0, TypeError, "n must be an int, got float 2.0"),
+    ("2", TypeError, "n must be an int, got str '2'"),
+])
+def test_fan_out_bad_arguments(bad, error, match):
+    with pytest.raises(error, match=f"^fan_out: {match}"):
         fan_out(bad)
+
+
+def test_fan_out_and_fan_in_concat_take_numpy_integers():
+    layer = fan_out(np.int64(3))
+    assert layer.kind == "fan_out(3)"
+    y, _ = layer.apply({}, np.ones((2, 4)))
+    assert len(y) == 3
+    concat = fan_in_concat(np.int32(-1))
+    assert concat.kind == "fan_in_concat(axis=-1)"
+    assert concat.apply({}, (np.ones((2, 3)), np.ones((2, 1))))[0].shape == (2, 4)
 
 
 def test_combinator_param_errors_name_the_combinator():

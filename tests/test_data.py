@@ -67,10 +67,17 @@ def test_batches_do_not_touch_numpy_global_state():
     (KEY, (), {}, ValueError, "needs at least one array"),
     (KEY, (np.zeros(3), np.zeros(4)), {}, ValueError, "share their first axis length, got lengths \\[3, 4\\]"),
     (KEY, (np.zeros(3), np.array(1.0)), {}, ValueError, "first axis length"),
-    (KEY, (np.zeros(3),), {"batch_size": 0}, ValueError, "batch_size must be a positive int, got 0"),
-    (KEY, (np.zeros(3),), {"batch_size": -2}, ValueError, "batch_size must be a positive int"),
-    (KEY, (np.zeros(3),), {"batch_size": 1.5}, ValueError, "batch_size must be a positive int"),
-    (KEY, (np.zeros(3),), {"batch_size": True}, ValueError, "batch_size must be a positive int"),
+    (KEY, (np.zeros(3),), {"batch_size": 0}, ValueError, "^batches: batch_size must be >= 1, got 0"),
+    (KEY, (np.zeros(3),), {"batch_size": -2}, ValueError, "^batches: batch_size must be >= 1, got -2"),
+    (KEY, (np.zeros(3),), {"batch_size": 1.5}, TypeError, "^batches: batch_size must be an int, got float 1.5"),
+    (KEY, (np.zeros(3),), {"batch_size": 2.0}, TypeError, "^batches: batch_size must be an int, got float 2.0"),
+    (KEY, (np.zeros(3),), {"batch_size": True}, TypeError, "^batches: batch_size must be an int, got bool True"),
+    (KEY, (np.zeros(3),), {"batch_size": np.bool_(True)}, TypeError, "^batches: batch_size must be an int, got bool"),
+    (KEY, (np.zeros(3),), {"batch_size": "2"}, TypeError, "^batches: batch_size must be an int, got str '2'"),
+    (KEY, (np.zeros(3),), {"shuffle": "False"}, TypeError, "^batches: shuffle must be True or False, got str 'False'"),
+    (KEY, (np.zeros(3),), {"shuffle": 0}, TypeError, "^batches: shuffle must be True or False, got int 0"),
+    (KEY, (np.zeros(3),), {"drop_last": "yes"}, TypeError, "^batches: drop_last must be True or False, got str"),
+    (KEY, (np.zeros(3),), {"drop_last": None}, TypeError, "^batches: drop_last must be True or False, got NoneType"),
     (None, (np.zeros(3),), {}, ValueError, "shuffle=True needs a key"),
     (np.zeros(4, np.int32), (np.zeros(3),), {}, ValueError, "expected a key"),
     (7, (np.zeros(3),), {}, TypeError, "expected a key"),
@@ -79,6 +86,16 @@ def test_batches_errors(key, arrays, kwargs, error, match):
     kwargs = {"batch_size": 2, **kwargs}
     with pytest.raises(error, match=match):
         list(batches(key, arrays, **kwargs))
+
+
+def test_batches_take_numpy_scalar_sizes_and_numpy_bools():
+    x, y = np.arange(10.0).reshape(5, 2), np.arange(5)
+    want = list(batches(KEY, (x, y), batch_size=2, drop_last=True))
+    for size in (np.int64(2), np.int32(2), np.uint8(2)):
+        got = list(batches(KEY, (x, y), batch_size=size, shuffle=np.bool_(True), drop_last=np.True_))
+        assert len(got) == len(want) == 2
+        assert all(a.tobytes() == b.tobytes() for g, w in zip(got, want) for a, b in zip(g, w))
+    assert [len(b[0]) for b in batches(None, (x,), np.int64(2), shuffle=np.False_)] == [2, 2, 1]
 
 
 # ---------------------------------------------------------------- one_hot
@@ -96,14 +113,21 @@ def test_one_hot_by_hand():
     (np.array([True, False]), 3, TypeError, "labels must be integers, got dtype bool"),
     (np.array([0, 3]), 3, ValueError, "labels must be in \\[0, 3\\), got values from 0 to 3"),
     (np.array([-1, 2]), 3, ValueError, "labels must be in \\[0, 3\\), got values from -1 to 2"),
-    (np.array([0]), 0, ValueError, "n must be a positive int, got 0"),
-    (np.array([0]), -1, ValueError, "n must be a positive int"),
-    (np.array([0]), 2.0, ValueError, "n must be a positive int"),
-    (np.array([0]), True, ValueError, "n must be a positive int"),
+    (np.array([0]), 0, ValueError, "n must be >= 1, got 0"),
+    (np.array([0]), -1, ValueError, "n must be >= 1, got -1"),
+    (np.array([0]), 2.0, TypeError, "n must be an int, got float 2.0"),
+    (np.array([0]), True, TypeError, "n must be an int, got bool True"),
+    (np.array([0]), "3", TypeError, "n must be an int, got str '3'"),
+    (np.array([0]), None, TypeError, "n must be an int, got NoneType None"),
 ])
 def test_one_hot_errors(labels, n, error, match):
     with pytest.raises(error, match=f"^one_hot: {match}"):
         one_hot(labels, n)
+
+
+def test_one_hot_takes_a_numpy_integer_n():
+    out = one_hot(np.array([2, 0]), np.int64(3))
+    assert out.shape == (2, 3) and out.tolist() == one_hot(np.array([2, 0]), 3).tolist()
 
 
 # ---------------------------------------------------------------- IDX files

@@ -112,8 +112,13 @@ def test_batches_give_each_rank_its_part_of_the_single_process_batches(size: int
 
 def test_batches_check_their_arguments_when_called() -> None:
     w = dist.World()
-    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="^batches: batch_size must be >= 1, got 0"):
         dist.batches(w, fnn.random.key(0), (np.ones(3),), 0)
+    with pytest.raises(TypeError, match="^batches: batch_size must be an int, got float 2.0"):
+        dist.batches(w, fnn.random.key(0), (np.ones(3),), 2.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^batches: shuffle must be True or False, got str 'no'"):
+        dist.batches(w, fnn.random.key(0), (np.ones(3),), 2, shuffle="no")  # type: ignore[arg-type]
+    assert [s.total for s in dist.batches(w, None, (np.ones(3),), np.int64(2), shuffle=np.False_)] == [2, 1]
     with pytest.raises(ValueError, match="shuffle=True needs a key"):
         dist.batches(w, None, (np.ones(3),), 2)
     with pytest.raises(TypeError, match=r"world must be an fnn.distributed.World \(.*\), got int"):
@@ -187,12 +192,45 @@ def test_collectives_reject_what_they_cannot_reduce() -> None:
         dist.allreduce(w, {"n": np.ones(2, np.int64)}, mean=True)
     with pytest.raises(TypeError, match="world must be an fnn.distributed.World"):
         dist.allreduce(None, {"a": np.ones(2)})  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"root must be a rank in \[0, 1\), got 1"):
+    with pytest.raises(ValueError, match=r"^fnn.distributed.broadcast: root must be <= 0, got 1"):
         dist.broadcast(w, {"a": np.ones(2)}, root=1)
     with pytest.raises(TypeError, match=r"metrics\['loss'\] must be a number, got 'low'"):
         dist.reduce_metrics(w, {"loss": "low"})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="x must be a numpy array, got list"):
         dist.allgather(w, [1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("root, error, match", [
+    (3, ValueError, "root must be <= 2, got 3"),
+    (-1, ValueError, "root must be >= 0, got -1"),
+    (True, TypeError, "root must be an int, got bool True"),
+    (1.0, TypeError, "root must be an int, got float 1.0"),
+    ("0", TypeError, "root must be an int, got str '0'"),
+])
+def test_broadcast_checks_its_root_against_the_world(root: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=f"^fnn.distributed.broadcast: {match}"):
+        dist.broadcast(dist.World(FakeComm(0, 3)), {"a": np.ones(2)}, root=root)
+
+
+def test_broadcast_takes_a_numpy_integer_root() -> None:
+    comm = FakeComm(1, 3)
+    out = dist.broadcast(dist.World(comm), {"a": np.ones(2)}, root=np.int64(2))
+    assert out["a"].tolist() == [1.0, 1.0] and [c[0] for c in comm.calls] == ["Allgather", "Bcast"]
+
+
+@pytest.mark.parametrize("option", ["mean", "deterministic"])
+@pytest.mark.parametrize("bad, got", [("True", "str 'True'"), (1, "int 1"), (None, "NoneType None")])
+def test_allreduce_bool_options_refuse_anything_but_a_bool(option: str, bad: Any, got: str) -> None:
+    with pytest.raises(TypeError, match=f"^fnn.distributed.allreduce: {option} must be True or False, got {got}"):
+        dist.allreduce(dist.World(), {"a": np.ones(2)}, **{option: bad})
+    tree = {"a": np.ones(2)}
+    assert dist.allreduce(dist.World(), tree, **{option: np.True_})["a"].tolist() == [1.0, 1.0]
+
+
+def test_reduce_metrics_refuses_a_bool_and_takes_a_nan() -> None:
+    with pytest.raises(TypeError, match=r"metrics\['ok'\] must be a number, got True"):
+        dist.reduce_metrics(dist.World(), {"ok": True})
+    assert np.isnan(dist.reduce_metrics(dist.World(), {"loss": float("nan")})["loss"])
 
 
 def test_rank_key_differs_between_ranks_and_is_the_key_itself_alone() -> None:

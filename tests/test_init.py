@@ -46,8 +46,42 @@ def test_default_dtype_is_float32(fn):
 @pytest.mark.parametrize("fn", ALL_INITS)
 @pytest.mark.parametrize("dtype", [np.int32, np.float16, bool])
 def test_non_float_dtypes_raise(fn, dtype):
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="^fnn.init.[a-z_]+: dtype must be float32 or float64"):
         fn(KEY, (2, 2), dtype)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: init.normal(KEY, (2,), std="0.1"), "^fnn.init.normal: std must be a number, got str '0.1'"),
+    (lambda: init.normal(KEY, (2,), std=None), "^fnn.init.normal: std must be a number, got NoneType None"),
+    (lambda: init.uniform(KEY, (2,), scale=True), "^fnn.init.uniform: scale must be a number, got bool True"),
+    (lambda: init.uniform(KEY, (2,), scale=[0.1]), "^fnn.init.uniform: scale must be a number, got list"),
+    (lambda: init.constant(KEY, (2,), value="1"), "^fnn.init.constant: value must be a number, got str '1'"),
+    (lambda: init.constant(KEY, (2,), value=np.ones(2)), "^fnn.init.constant: value must be a number, got ndarray"),
+])
+def test_hyperparameters_of_the_wrong_kind_raise_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: init.normal(KEY, (2,), std=-0.1), r"^fnn.init.normal: std must be in \[0, inf\], got -0.1"),
+    (lambda: init.normal(KEY, (2,), std=math.nan), "^fnn.init.normal: std must be a finite number, got nan"),
+    (lambda: init.uniform(KEY, (2,), scale=-1), r"^fnn.init.uniform: scale must be in \[0, inf\], got -1"),
+    (lambda: init.constant(KEY, (2,), value=math.inf), "^fnn.init.constant: value must be a finite number, got inf"),
+])
+def test_hyperparameters_with_a_bad_value_raise_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_scalar_hyperparameters_give_the_python_number_results(dtype):
+    got = init.normal(KEY, (3, 4), dtype, std=np.float32(0.5))
+    assert got.dtype == dtype and got.tobytes() == init.normal(KEY, (3, 4), dtype, std=float(np.float32(0.5))).tobytes()
+    got = init.uniform(KEY, (3, 4), dtype, scale=np.float64(0.25))
+    assert got.dtype == dtype and got.tobytes() == init.uniform(KEY, (3, 4), dtype, scale=0.25).tobytes()
+    got = init.constant(KEY, (3,), dtype, value=np.int64(-2))
+    assert got.dtype == dtype and got.tolist() == [-2.0] * 3
 
 
 def test_constant_values():

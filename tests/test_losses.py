@@ -152,10 +152,32 @@ def test_softmax_cross_entropy_logits_errors(logits, error, match):
         softmax_cross_entropy(logits, np.array([0, 1]))
 
 
-@pytest.mark.parametrize("eps", [-0.1, 1.5, math.nan, "0.1", None])
-def test_bad_label_smoothing_raises(eps):
-    with pytest.raises(ValueError, match="label_smoothing must be in \\[0, 1\\]"):
+@pytest.mark.parametrize("eps, match", [
+    (-0.1, "must be in \\[0, 1\\], got -0.1"),
+    (1.5, "must be in \\[0, 1\\], got 1.5"),
+    (np.float32(2), "must be in \\[0, 1\\], got "),
+    (math.nan, "must be a finite number, got nan"),
+])
+def test_bad_label_smoothing_raises(eps, match):
+    with pytest.raises(ValueError, match=f"^softmax_cross_entropy: label_smoothing {match}"):
         softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1]), label_smoothing=eps)
+
+
+@pytest.mark.parametrize("eps, got", [("0.1", "str '0.1'"), (None, "NoneType None"), (True, "bool True")])
+def test_label_smoothing_that_is_not_a_number_raises_type_error(eps, got):
+    with pytest.raises(TypeError, match=f"^softmax_cross_entropy: label_smoothing must be a number, got {got}"):
+        softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1]), label_smoothing=eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("eps", [np.float32(0.1), np.float64(0.1), np.int64(0), np.int8(1)])
+def test_numpy_scalar_label_smoothing_is_taken_as_the_python_number(eps, dtype):
+    logits = random.normal(random.key(2), (4, 3), dtype)
+    labels = np.array([0, 2, 1, 2])
+    value, grad = softmax_cross_entropy(logits, labels, label_smoothing=eps)
+    want_value, want_grad = softmax_cross_entropy(logits, labels, label_smoothing=float(eps))
+    assert value == want_value and type(value) is float
+    assert grad.dtype == dtype and grad.tobytes() == want_grad.tobytes()
 
 
 # ---------------------------------------------------------------- mse
@@ -225,10 +247,27 @@ def test_l2_penalty_by_hand():
     assert value == 0.0 and not grad["a"].any() and not grad["b"]["c"].any()
 
 
-@pytest.mark.parametrize("weight", [-1.0, math.nan, math.inf, "0.1", None])
-def test_l2_penalty_bad_weight_raises(weight):
-    with pytest.raises(ValueError, match="l2_penalty: weight must be a finite number >= 0"):
+@pytest.mark.parametrize("weight, match", [
+    (-1.0, "must be in \\[0, inf\\], got -1.0"),
+    (math.nan, "must be a finite number, got nan"),
+    (math.inf, "must be a finite number, got inf"),
+])
+def test_l2_penalty_bad_weight_raises(weight, match):
+    with pytest.raises(ValueError, match=f"^l2_penalty: weight {match}"):
         l2_penalty({"w": np.ones(2)}, weight)
+
+
+@pytest.mark.parametrize("weight", ["0.1", None, True, np.ones(1)])
+def test_l2_penalty_weight_that_is_not_a_number_raises_type_error(weight):
+    with pytest.raises(TypeError, match="^l2_penalty: weight must be a number, got"):
+        l2_penalty({"w": np.ones(2)}, weight)
+
+
+def test_l2_penalty_takes_a_numpy_scalar_weight_as_the_python_number():
+    params = {"w": np.array([1.0, -2.0], np.float32)}
+    value, grad = l2_penalty(params, np.float64(0.1))
+    want_value, want_grad = l2_penalty(params, 0.1)
+    assert value == want_value and grad["w"].dtype == np.float32 and grad["w"].tobytes() == want_grad["w"].tobytes()
 
 
 # ---------------------------------------------------------------- every loss: purity and dtypes
@@ -302,5 +341,8 @@ def test_sum_reduction_is_the_mean_times_the_count(loss_fn, args):
     (mse, (np.zeros(2), np.zeros(2))),
 ])
 def test_unknown_reduction_raises(loss_fn, args):
-    with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum', got 'none'"):
+    name = loss_fn.__name__
+    with pytest.raises(ValueError, match=f"^{name}: reduction must be one of \\['mean', 'sum'\\], got 'none'"):
         loss_fn(*args, reduction="none")
+    with pytest.raises(TypeError, match=f"^{name}: reduction must be one of \\['mean', 'sum'\\], got NoneType"):
+        loss_fn(*args, reduction=None)

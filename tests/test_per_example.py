@@ -172,8 +172,24 @@ def test_clipped_grads_with_a_zero_gradient_example_does_not_divide_by_zero():
 
 def test_clipped_grads_rejects_a_negative_max_norm():
     _, vjp = Dense(2).apply(Dense(2).init(KEY, (3,)), np.ones((2, 3), np.float32))
-    with pytest.raises(ValueError, match="clipped_grads: max_norm"):
+    with pytest.raises(ValueError, match=r"^clipped_grads: max_norm must be in \[0, inf\], got -1.0"):
         clipped_grads(vjp, np.ones((2, 2), np.float32), -1.0)
+
+
+@pytest.mark.parametrize("bad, got", [("1.0", "str '1.0'"), (None, "NoneType None"), (True, "bool True")])
+def test_clipped_grads_rejects_a_max_norm_that_is_not_a_number(bad, got):
+    _, vjp = Dense(2).apply(Dense(2).init(KEY, (3,)), np.ones((2, 3), np.float32))
+    with pytest.raises(TypeError, match=f"^clipped_grads: max_norm must be a number, got {got}"):
+        clipped_grads(vjp, np.ones((2, 2), np.float32), bad)
+
+
+def test_clipped_grads_takes_a_numpy_scalar_max_norm():
+    _, vjp = Dense(2).apply(Dense(2).init(KEY, (3,)), np.ones((2, 3), np.float32))
+    dy = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    got, norms = clipped_grads(vjp, dy, np.float32(0.5))
+    want, _ = clipped_grads(vjp, dy, float(np.float32(0.5)))
+    assert all(a.dtype == np.float32 and a.tobytes() == b.tobytes()
+               for a, b in zip(tree.leaves(got), tree.leaves(want), strict=True))
 
 
 @pytest.mark.parametrize("layer, shape, kind", [

@@ -171,19 +171,72 @@ def test_bad_seeds_raise(seed, error):
 
 def test_bad_counts_and_probabilities_raise():
     k = fr.key(0)
-    with pytest.raises(ValueError, match="n must be a non-negative int"):
+    with pytest.raises(ValueError, match="^fnn.random.split: n must be >= 0, got -1"):
         fr.split(k, -1)
-    with pytest.raises(ValueError, match="n must be a non-negative int"):
-        fr.split(k, 2.0)
-    with pytest.raises(ValueError, match="data must be a non-negative int"):
+    with pytest.raises(ValueError, match="^fnn.random.fold_in: data must be >= 0, got -1"):
         fr.fold_in(k, -1)
-    with pytest.raises(ValueError, match="p must be in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="^fnn.random.bernoulli: p must be in \\[0, 1\\], got 1.5"):
         fr.bernoulli(k, 1.5, (2,))
-    with pytest.raises(ValueError, match="p must be in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="^fnn.random.bernoulli: p must be a finite number, got nan"):
         fr.bernoulli(k, float("nan"), (2,))
-    with pytest.raises(ValueError, match="n must be a non-negative int"):
+    with pytest.raises(ValueError, match="^fnn.random.permutation: n must be >= 0, got -3"):
         fr.permutation(k, -3)
     with pytest.raises(TypeError, match="float32 or float64"):
         fr.normal(k, (2,), np.int32)
     with pytest.raises(TypeError, match="float32 or float64"):
         fr.uniform(k, (2,), np.float16)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda k: fr.split(k, 2.0), "^fnn.random.split: n must be an int, got float 2.0"),
+    (lambda k: fr.split(k, True), "^fnn.random.split: n must be an int, got bool True"),
+    (lambda k: fr.split(k, "2"), "^fnn.random.split: n must be an int, got str '2'"),
+    (lambda k: fr.fold_in(k, None), "^fnn.random.fold_in: data must be an int, got NoneType None"),
+    (lambda k: fr.fold_in(k, np.False_), "^fnn.random.fold_in: data must be an int, got bool"),
+    (lambda k: fr.permutation(k, True), "^fnn.random.permutation: n must be an int, got bool True"),
+    (lambda k: fr.permutation(k, 3.0), "^fnn.random.permutation: n must be an int, got float 3.0"),
+    (lambda k: fr.bernoulli(k, None, (2,)), "^fnn.random.bernoulli: p must be a number, got NoneType None"),
+    (lambda k: fr.bernoulli(k, "0.5", (2,)), "^fnn.random.bernoulli: p must be a number, got str '0.5'"),
+    (lambda k: fr.bernoulli(k, True, (2,)), "^fnn.random.bernoulli: p must be a number, got bool True"),
+    (lambda k: fr.key("3"), "^fnn.random.key: seed must be an int, got str '3'"),
+    (lambda k: fr.key(1.0), "^fnn.random.key: seed must be an int, got float 1.0"),
+    (lambda k: fr.normal(k, None), "^fnn.random.normal: shape must be an int or a tuple of ints, got None"),
+    (lambda k: fr.normal(k, (2, 1.0)), r"^fnn.random.normal: shape must be an int or a tuple of ints, got \(2, 1.0\)"),
+    (lambda k: fr.uniform(k, (True,)), r"^fnn.random.uniform: shape must be an int or a tuple of ints"),
+    (lambda k: fr.bernoulli(k, 0.5, "2"), "^fnn.random.bernoulli: shape must be an int or a tuple of ints"),
+    (lambda k: fr.normal(k, (2,), "float33"), "^fnn.random.normal: dtype must be float32 or float64"),
+    (lambda k: fr.normal(k, (2,), std="1"), "^fnn.random.normal: std must be a number, got str '1'"),
+    (lambda k: fr.normal(k, (2,), mean=None), "^fnn.random.normal: mean must be a number, got NoneType"),
+    (lambda k: fr.uniform(k, (2,), low="0"), "^fnn.random.uniform: low must be a number, got str"),
+    (lambda k: fr.uniform(k, (2,), high=[1.0]), "^fnn.random.uniform: high must be a number, got list"),
+])
+def test_arguments_of_the_wrong_kind_raise_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call(fr.key(0))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda k: fr.normal(k, (-1,)), r"^fnn.random.normal: shape must be a tuple of non-negative ints, got \(-1,\)"),
+    (lambda k: fr.uniform(k, -2), "^fnn.random.uniform: shape must be a tuple of non-negative ints, got -2"),
+    (lambda k: fr.normal(k, (2,), std=-1.0), r"^fnn.random.normal: std must be in \[0, inf\], got -1.0"),
+    (lambda k: fr.normal(k, (2,), mean=float("nan")), "^fnn.random.normal: mean must be a finite number, got nan"),
+    (lambda k: fr.uniform(k, (2,), high=float("inf")), "^fnn.random.uniform: high must be a finite number, got inf"),
+    (lambda k: fr.key(-1), "^fnn.random.key: seed must be >= 0, got -1"),
+])
+def test_arguments_with_a_bad_value_raise_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(fr.key(0))
+
+
+def test_numpy_scalar_arguments_give_the_python_number_results():
+    k = fr.key(np.int64(3))
+    assert k.tobytes() == fr.key(3).tobytes() and fr.key(np.uint8(3)).tobytes() == k.tobytes()
+    assert [a.tobytes() for a in fr.split(k, np.int32(3))] == [a.tobytes() for a in fr.split(k, 3)]
+    assert fr.fold_in(k, np.int64(7)).tobytes() == fr.fold_in(k, 7).tobytes()
+    assert fr.permutation(k, np.int16(5)).tolist() == fr.permutation(k, 5).tolist()
+    assert fr.bernoulli(k, np.float32(0.5), (8,)).tolist() == fr.bernoulli(k, float(np.float32(0.5)), (8,)).tolist()
+    assert fr.normal(k, (np.int64(2), 3)).shape == (2, 3) and fr.uniform(k, np.int64(4)).shape == (4,)
+    got = fr.normal(k, (4,), np.float32, mean=np.float64(1.0), std=np.float32(0.5))
+    assert got.dtype == np.float32 and got.tobytes() == fr.normal(k, (4,), np.float32, 1.0, 0.5).tobytes()
+    got = fr.uniform(k, (4,), np.float64, np.float32(-1.0), np.int64(2))
+    assert got.dtype == np.float64 and got.tobytes() == fr.uniform(k, (4,), np.float64, -1.0, 2.0).tobytes()

@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 
-from fnn.optim.base import DecayMask, Optimizer, Schedule, check_hyper, leafwise
+from fnn import validate
+from fnn.optim.base import DecayMask, Optimizer, Schedule, leafwise
 
 __all__ = ["adagrad", "rmsprop", "adam", "adamw"]
 
@@ -21,10 +22,10 @@ def adagrad(lr: float | Schedule = 1e-2, lr_decay: float = 0.0, weight_decay: fl
     """``torch.optim.Adagrad``: ``g += wd * p``; ``s += g²``;
     ``p -= lr / (1 + (t - 1) * lr_decay) * g / (sqrt(s) + eps)``. State: ``{"step", "sum"}``."""
     where = "adagrad"
-    lr_decay = check_hyper(where, "lr_decay", lr_decay)
-    weight_decay = check_hyper(where, "weight_decay", weight_decay)
-    init_acc = check_hyper(where, "initial_accumulator_value", initial_accumulator_value)
-    eps = check_hyper(where, "eps", eps)
+    lr_decay = validate.number(where, "lr_decay", lr_decay, low=0.0)
+    weight_decay = validate.number(where, "weight_decay", weight_decay, low=0.0)
+    init_acc = validate.number(where, "initial_accumulator_value", initial_accumulator_value, low=0.0)
+    eps = validate.number(where, "eps", eps, low=0.0)
 
     def rule(p: np.ndarray, g: np.ndarray, bufs: Bufs, t: int, lr: float, wd: float) -> tuple[np.ndarray, Bufs]:
         if wd:
@@ -43,10 +44,11 @@ def rmsprop(lr: float | Schedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
     ``g / (sqrt(v) + eps)`` goes through a momentum buffer when ``momentum > 0``.
     State: ``{"step", "square_avg"}`` plus ``"grad_avg"`` and ``"momentum"`` when used."""
     where = "rmsprop"
-    alpha = check_hyper(where, "alpha", alpha, high=1.0)
-    eps = check_hyper(where, "eps", eps)
-    weight_decay = check_hyper(where, "weight_decay", weight_decay)
-    momentum = check_hyper(where, "momentum", momentum)
+    alpha = validate.number(where, "alpha", alpha, low=0.0, high=1.0)
+    eps = validate.number(where, "eps", eps, low=0.0)
+    weight_decay = validate.number(where, "weight_decay", weight_decay, low=0.0)
+    momentum = validate.number(where, "momentum", momentum, low=0.0)
+    centered = validate.boolean(where, "centered", centered)
     buffers = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum",) if momentum else ())
 
     def rule(p: np.ndarray, g: np.ndarray, bufs: Bufs, t: int, lr: float, wd: float) -> tuple[np.ndarray, Bufs]:
@@ -84,12 +86,14 @@ def _adam_rule(b1: float, b2: float, eps: float, amsgrad: bool, decoupled: bool)
     return rule
 
 
-def _adam_args(where: str, betas: tuple[float, float], eps: float, weight_decay: float) -> tuple[float, ...]:
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
-    b1 = check_hyper(where, "betas[0]", betas[0], high=1.0, high_open=True)
-    b2 = check_hyper(where, "betas[1]", betas[1], high=1.0, high_open=True)
-    return b1, b2, check_hyper(where, "eps", eps), check_hyper(where, "weight_decay", weight_decay)
+def _adam_args(where: str, betas: tuple[float, float], eps: float, weight_decay: float,
+               amsgrad: bool) -> tuple[float, float, float, float, bool]:
+    """The checked hyperparameters of Adam and AdamW: each beta a number in ``[0, 1)``."""
+    # fnn.validate.pair takes ints only; a pair of numbers is checked here, each number by validate.number.
+    b1, b2 = validate.number_pair(where, "betas", betas, low=0.0, high=1.0, high_open=True)
+    return (b1, b2, validate.number(where, "eps", eps, low=0.0),
+            validate.number(where, "weight_decay", weight_decay, low=0.0),
+            validate.boolean(where, "amsgrad", amsgrad))
 
 
 def adam(lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -98,7 +102,7 @@ def adam(lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
     ``v = b2 v + (1 - b2) g²`` (``amsgrad``: use the running max of ``v``);
     ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
     State: ``{"step", "exp_avg", "exp_avg_sq"}`` plus ``"max_exp_avg_sq"`` with ``amsgrad``."""
-    b1, b2, eps, weight_decay = _adam_args("adam", betas, eps, weight_decay)
+    b1, b2, eps, weight_decay, amsgrad = _adam_args("adam", betas, eps, weight_decay, amsgrad)
     buffers = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ())
     return leafwise("adam", lr, buffers, _adam_rule(b1, b2, eps, amsgrad, False), weight_decay, decay_mask)
 
@@ -107,6 +111,6 @@ def adamw(lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999)
           weight_decay: float = 1e-2, amsgrad: bool = False, decay_mask: DecayMask | None = None) -> Optimizer:
     """``torch.optim.AdamW``: Adam with decoupled weight decay, ``p *= 1 - lr * wd`` before
     the Adam step (default ``weight_decay=0.01``, PyTorch's)."""
-    b1, b2, eps, weight_decay = _adam_args("adamw", betas, eps, weight_decay)
+    b1, b2, eps, weight_decay, amsgrad = _adam_args("adamw", betas, eps, weight_decay, amsgrad)
     buffers = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ())
     return leafwise("adamw", lr, buffers, _adam_rule(b1, b2, eps, amsgrad, True), weight_decay, decay_mask)

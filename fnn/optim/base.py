@@ -1,5 +1,6 @@
 """What every optimizer shares: the ``(init, update)`` pair, learning rates that may be
-schedules, weight-decay masks, and the checks on hyperparameters and trees.
+schedules, weight-decay masks, and the checks on trees (hyperparameters are checked with
+:mod:`fnn.validate`).
 
 Optimizers are written as a per-leaf *rule* and turned into an :class:`Optimizer`
 by :func:`leafwise`, which owns the step count, the structure checks, the
@@ -15,9 +16,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fnn import tree as _tree
+from fnn import validate
 
-__all__ = ["Optimizer", "Schedule", "DecayMask", "Rule", "leafwise", "check_hyper", "as_schedule",
-           "weights_only"]
+__all__ = ["Optimizer", "Schedule", "DecayMask", "Rule", "leafwise", "as_schedule", "weights_only"]
 
 Schedule = Callable[[int], float]
 DecayMask = Callable[[tuple[Any, ...], np.ndarray], bool] | dict[str, Any]
@@ -39,24 +40,12 @@ class Optimizer(NamedTuple):
     update: Callable[[Any, Any, dict[str, Any]], tuple[Any, dict[str, Any]]]
 
 
-def check_hyper(where: str, name: str, value: Any, low: float = 0.0, high: float = math.inf,
-                high_open: bool = False) -> float:
-    """``value`` as a float after checking it is a finite number in ``[low, high]`` (or ``[low, high)``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{where}: {name} must be a number, got {value!r}")
-    v = float(value)
-    too_high = v >= high if high_open else v > high
-    if math.isnan(v) or math.isinf(v) or v < low or too_high:
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"{where}: {name} must be a finite number in [{low}, {high}{bracket}, got {value!r}")
-    return v
-
-
 def as_schedule(where: str, lr: float | Schedule) -> Schedule:
-    """A schedule ``step -> lr``: ``lr`` itself when callable, else a checked constant."""
+    """A schedule ``step -> lr``: ``lr`` itself when callable, else a constant checked to be a
+    finite number ``>= 0`` (:func:`fnn.validate.number`)."""
     if callable(lr):
         return lr
-    value = check_hyper(where, "lr", lr)
+    value = validate.number(where, "lr", lr, low=0.0)
     return lambda step: value
 
 
@@ -90,7 +79,8 @@ def _check_float_leaves(where: str, name: str, t: Any, arrays_only: bool) -> Non
 
 
 def _check_step(where: str, step: Any) -> int:
-    if not (isinstance(step, (int, np.integer, np.ndarray)) and np.ndim(step) == 0 and not isinstance(step, bool)
+    # A bool (or bool array) has dtype kind "b", so it is refused with everything else that is not an integer.
+    if not (isinstance(step, (int, np.integer, np.ndarray)) and np.ndim(step) == 0
             and np.asarray(step).dtype.kind in "iu" and int(step) >= 0):
         raise ValueError(f"{where}: state['step'] must be a non-negative integer (0-d array) as made by init, "
                          f"got {step!r:.80}")
@@ -106,9 +96,8 @@ def leafwise(where: str, lr: float | Schedule, buffers: tuple[str, ...], rule: R
     with the structure of ``params``. ``None`` decays every leaf (PyTorch's default).
     """
     schedule = as_schedule(where, lr)
-    if decay_mask is not None and not callable(decay_mask) and not isinstance(decay_mask, dict):
-        raise TypeError(f"{where}: decay_mask must be a predicate (path, leaf) -> bool or a tree of bools, "
-                        f"got {type(decay_mask).__name__}")
+    if decay_mask is not None and not isinstance(decay_mask, dict):
+        validate.function(where, "decay_mask", decay_mask, "a predicate (path, leaf) -> bool or a tree of bools")
 
     def init(params: Any) -> dict[str, Any]:
         _check_float_leaves(where, "params", params, arrays_only=True)
@@ -127,7 +116,7 @@ def leafwise(where: str, lr: float | Schedule, buffers: tuple[str, ...], rule: R
                                        where=where)
         step = _check_step(where, state["step"])
         rate = schedule(step)
-        if not (isinstance(rate, (int, float, np.floating, np.integer)) and math.isfinite(rate) and rate >= 0):
+        if not (validate.is_number(rate) and math.isfinite(rate) and rate >= 0):
             raise ValueError(f"{where}: the learning-rate schedule gave {rate!r} at step {step}; "
                              f"expected a finite number >= 0")
         pairs, rebuild = _tree.flatten(params)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from fnn import tree as _tree
-from fnn.optim.base import check_hyper
+from fnn import validate
 
 __all__ = ["clip_by_global_norm", "clip_by_value"]
 
@@ -18,7 +18,8 @@ def clip_by_global_norm(grads: Any, max_norm: float, eps: float = 1e-6) -> Any:
 
     The norm itself is :func:`fnn.tree.global_norm` of ``grads``.
     """
-    max_norm = check_hyper("clip_by_global_norm", "max_norm", max_norm)
+    max_norm = validate.number("clip_by_global_norm", "max_norm", max_norm, low=0.0)
+    eps = validate.number("clip_by_global_norm", "eps", eps, low=0.0)
     norm = _tree.global_norm(grads)
     if not np.isfinite(norm) or norm <= max_norm:
         return grads if np.isfinite(norm) else _tree.scale(float("nan"), grads)
@@ -27,5 +28,5 @@ def clip_by_global_norm(grads: Any, max_norm: float, eps: float = 1e-6) -> Any:
 
 def clip_by_value(grads: Any, max_value: float) -> Any:
     """Clip every entry to ``[-max_value, max_value]``."""
-    max_value = check_hyper("clip_by_value", "max_value", max_value)
+    max_value = validate.number("clip_by_value", "max_value", max_value, low=0.0)
     return _tree.map(lambda g: np.clip(g, -max_value, max_value), grads)

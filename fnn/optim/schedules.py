@@ -11,45 +11,40 @@ from __future__ import annotations
 
 import math
 
-from fnn.optim.base import Schedule, check_hyper
+from fnn import validate
+from fnn.optim.base import Schedule
 
 __all__ = ["constant", "step_decay", "exponential", "cosine"]
 
 
-def _steps(where: str, name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def constant(lr: float) -> Schedule:
     """``lr`` at every step."""
-    value = check_hyper("constant", "lr", lr)
+    value = validate.number("constant", "lr", lr, low=0.0)
     return lambda step: value
 
 
 def step_decay(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
     """``lr * gamma ** (step // step_size)`` (``torch.optim.lr_scheduler.StepLR`` counted in updates)."""
-    value = check_hyper("step_decay", "lr", lr)
-    size = _steps("step_decay", "step_size", step_size, 1)
-    gamma = check_hyper("step_decay", "gamma", gamma)
+    value = validate.number("step_decay", "lr", lr, low=0.0)
+    size = validate.integer("step_decay", "step_size", step_size, low=1)
+    gamma = validate.number("step_decay", "gamma", gamma, low=0.0)
     return lambda step: value * gamma ** (step // size)
 
 
 def exponential(lr: float, gamma: float) -> Schedule:
     """``lr * gamma ** step``."""
-    value = check_hyper("exponential", "lr", lr)
-    gamma = check_hyper("exponential", "gamma", gamma)
+    value = validate.number("exponential", "lr", lr, low=0.0)
+    gamma = validate.number("exponential", "gamma", gamma, low=0.0)
     return lambda step: value * gamma ** step
 
 
 def cosine(lr: float, total_steps: int, min_lr: float = 0.0, warmup_steps: int = 0) -> Schedule:
     """Linear warm-up from ``lr / warmup_steps`` to ``lr`` over ``warmup_steps`` updates, then
     cosine decay to ``min_lr`` at ``total_steps`` (and ``min_lr`` after)."""
-    value = check_hyper("cosine", "lr", lr)
-    low = check_hyper("cosine", "min_lr", min_lr, high=value)
-    total = _steps("cosine", "total_steps", total_steps, 1)
-    warm = _steps("cosine", "warmup_steps", warmup_steps, 0)
+    value = validate.number("cosine", "lr", lr, low=0.0)
+    low = validate.number("cosine", "min_lr", min_lr, low=0.0, high=value)
+    total = validate.integer("cosine", "total_steps", total_steps, low=1)
+    warm = validate.integer("cosine", "warmup_steps", warmup_steps, low=0)
     if warm >= total:
         raise ValueError(f"cosine: warmup_steps ({warm}) must be less than total_steps ({total})")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fnn.optim.base import DecayMask, Optimizer, Schedule, check_hyper, leafwise
+from fnn import validate
+from fnn.optim.base import DecayMask, Optimizer, Schedule, leafwise
 
 __all__ = ["sgd"]
 
@@ -28,9 +29,10 @@ def sgd(lr: float | Schedule, momentum: float = 0.0, nesterov: bool = False, wei
     State: ``{"step", "momentum"}`` (``"momentum"`` only when ``momentum > 0``).
     """
     where = "sgd"
-    momentum = check_hyper(where, "momentum", momentum)
-    weight_decay = check_hyper(where, "weight_decay", weight_decay)
-    dampening = check_hyper(where, "dampening", dampening, high=1.0)
+    momentum = validate.number(where, "momentum", momentum, low=0.0)
+    nesterov = validate.boolean(where, "nesterov", nesterov)
+    weight_decay = validate.number(where, "weight_decay", weight_decay, low=0.0)
+    dampening = validate.number(where, "dampening", dampening, low=0.0, high=1.0)
     if nesterov and (momentum == 0 or dampening != 0):
         raise ValueError("sgd: nesterov needs momentum > 0 and dampening = 0")
 

@@ -317,8 +317,6 @@ def test_schedule_returning_a_bad_lr_raises_at_update(make, bad):
     (optim.adam, {"betas": (0.9, 1.0)}, r"betas\[1\]"),
     (optim.adam, {"betas": (-0.1, 0.999)}, r"betas\[0\]"),
     (optim.adam, {"betas": (0.9, float("nan"))}, r"betas\[1\]"),
-    (optim.adam, {"betas": (0.9,)}, "betas must be a pair"),
-    (optim.adam, {"betas": 0.9}, "betas must be a pair"),
     (optim.adam, {"eps": -1e-8}, "eps"),
     (optim.adam, {"weight_decay": -0.1}, "weight_decay"),
     (optim.adamw, {"lr": float("nan")}, "lr"),
@@ -338,6 +336,55 @@ def test_non_numeric_hyperparameters_raise_type_error():
         optim.rmsprop(eps=True)
     with pytest.raises(TypeError, match="decay_mask"):
         optim.adamw(decay_mask=[True])
+
+
+@pytest.mark.parametrize("make, kwargs, match", [
+    (optim.adam, {"betas": (0.9,)}, r"^adam: betas must be a pair of numbers, got tuple \(0\.9,\)"),
+    (optim.adam, {"betas": 0.9}, r"^adam: betas must be a pair of numbers, got float 0\.9"),
+    (optim.adamw, {"betas": (0.9, 0.99, 0.999)}, "^adamw: betas must be a pair"),
+    (optim.adam, {"betas": ("0.9", 0.999)}, r"^adam: betas\[0\] must be a number, got str '0\.9'"),
+    (optim.adam, {"betas": (0.9, True)}, r"^adam: betas\[1\] must be a number, got bool True"),
+    (optim.adam, {"amsgrad": "no"}, "^adam: amsgrad must be True or False, got str 'no'"),
+    (optim.adamw, {"amsgrad": 1}, "^adamw: amsgrad must be True or False, got int 1"),
+    (optim.rmsprop, {"centered": "False"}, "^rmsprop: centered must be True or False, got str 'False'"),
+    (optim.rmsprop, {"alpha": "0.99"}, "^rmsprop: alpha must be a number, got str"),
+    (optim.adagrad, {"lr_decay": None}, "^adagrad: lr_decay must be a number, got NoneType None"),
+    (optim.adagrad, {"initial_accumulator_value": False}, "^adagrad: initial_accumulator_value must be a number"),
+    (optim.adamw, {"weight_decay": "0.01"}, "^adamw: weight_decay must be a number"),
+])
+def test_hyperparameters_of_the_wrong_kind_raise_type_error(make, kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        make(**kwargs)
+
+
+@pytest.mark.parametrize("make, kwargs, match", [
+    (optim.adam, {"betas": (1.0, 0.999)}, r"^adam: betas\[0\] must be in \[0, 1\), got 1\.0"),
+    (optim.rmsprop, {"alpha": 1.5}, r"^rmsprop: alpha must be in \[0, 1\], got 1\.5"),
+    (optim.adagrad, {"eps": -1.0}, r"^adagrad: eps must be in \[0, inf\], got -1\.0"),
+    (optim.adamw, {"lr": float("nan")}, "^adamw: lr must be a finite number, got nan"),
+])
+def test_out_of_range_messages_name_the_function_and_the_interval(make, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)
+
+
+@pytest.mark.parametrize("make, kwargs", [
+    (optim.adagrad, {"lr": np.float32(0.01), "lr_decay": np.float64(0.1), "weight_decay": np.float32(1e-4),
+                     "initial_accumulator_value": np.int64(1), "eps": np.float64(1e-10)}),
+    (optim.rmsprop, {"lr": np.float64(0.01), "alpha": np.float32(0.9), "eps": np.float32(1e-8),
+                     "weight_decay": np.int32(0), "momentum": np.float64(0.5), "centered": np.bool_(True)}),
+    (optim.adam, {"lr": np.float32(1e-3), "betas": (np.float32(0.9), np.float64(0.999)), "eps": np.float64(1e-8),
+                  "weight_decay": np.float32(0.0), "amsgrad": np.bool_(True)}),
+    (optim.adamw, {"lr": np.float64(1e-3), "betas": [np.float64(0.8), 0.99], "weight_decay": np.float32(0.01)}),
+])
+def test_numpy_scalar_hyperparameters_are_accepted_and_give_the_python_number_result(make, kwargs):
+    plain = {k: (type(v)(float(x) for x in v) if isinstance(v, (tuple, list)) else
+                 bool(v) if isinstance(v, np.bool_) else float(v)) for k, v in kwargs.items()}
+    params = tree.astype(quadratic_problem()[0], np.float32)
+    grads = tree.map(lambda p: np.full_like(p, 0.5), params)
+    got, _ = make(**kwargs).update(params, grads, make(**kwargs).init(params))
+    want, _ = make(**plain).update(params, grads, make(**plain).init(params))
+    assert all(a.dtype == b.dtype and a.tobytes() == b.tobytes() for a, b in zip(tree.leaves(got), tree.leaves(want)))
 
 
 # ----------------------------------------------------------------------------------------------

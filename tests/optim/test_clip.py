@@ -87,3 +87,25 @@ def test_bad_clip_arguments_raise(bad):
         optim.clip_by_global_norm(grads_tree(), bad)
     with pytest.raises(ValueError, match="max_value"):
         optim.clip_by_value(grads_tree(), bad)
+    with pytest.raises(ValueError, match="^clip_by_global_norm: eps"):
+        optim.clip_by_global_norm(grads_tree(), 1.0, eps=bad)
+
+
+@pytest.mark.parametrize("bad", ["1.0", None, True, [1.0]])
+def test_clip_arguments_of_the_wrong_kind_raise_type_error(bad):
+    with pytest.raises(TypeError, match="^clip_by_global_norm: max_norm must be a number, got"):
+        optim.clip_by_global_norm(grads_tree(), bad)
+    with pytest.raises(TypeError, match="^clip_by_global_norm: eps must be a number, got"):
+        optim.clip_by_global_norm(grads_tree(), 1.0, eps=bad)
+    with pytest.raises(TypeError, match="^clip_by_value: max_value must be a number, got"):
+        optim.clip_by_value(grads_tree(), bad)
+
+
+def test_numpy_scalar_clip_arguments_give_the_python_number_result():
+    grads = grads_tree(scale=10.0, dtype=np.float32)
+    for got, want in [(optim.clip_by_global_norm(grads, np.float32(1.5), eps=np.float64(1e-6)),
+                       optim.clip_by_global_norm(grads, float(np.float32(1.5)))),
+                      (optim.clip_by_value(grads, np.float64(0.5)), optim.clip_by_value(grads, 0.5)),
+                      (optim.clip_by_value(grads, np.int64(2)), optim.clip_by_value(grads, 2.0))]:
+        assert all(a.dtype == np.float32 and a.tobytes() == b.tobytes()
+                   for a, b in zip(tree.leaves(got), tree.leaves(want), strict=True))

@@ -154,24 +154,46 @@ def test_state_and_resuming_from_a_saved_state():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(lr=-0.1), ValueError, "sgd: lr must be a finite number in \\[0.0, inf\\], got -0.1"),
+    (dict(lr=-0.1), ValueError, "^sgd: lr must be in \\[0, inf\\], got -0.1"),
     (dict(lr=math.nan), ValueError, "sgd: lr must be"),
     (dict(lr=math.inf), ValueError, "sgd: lr must be"),
-    (dict(lr="0.1"), TypeError, "sgd: lr must be a number, got '0.1'"),
+    (dict(lr="0.1"), TypeError, "^sgd: lr must be a number, got str '0.1'"),
     (dict(lr=True), TypeError, "sgd: lr must be a number"),
     (dict(lr=None), TypeError, "sgd: lr must be a number"),
     (dict(lr=0.1, momentum=-0.5), ValueError, "sgd: momentum must be"),
     (dict(lr=0.1, momentum=math.nan), ValueError, "sgd: momentum must be"),
-    (dict(lr=0.1, dampening=1.5), ValueError, "sgd: dampening must be a finite number in \\[0.0, 1.0\\]"),
+    (dict(lr=0.1, dampening=1.5), ValueError, "^sgd: dampening must be in \\[0, 1\\], got 1.5"),
     (dict(lr=0.1, dampening=-0.1), ValueError, "sgd: dampening must be"),
     (dict(lr=0.1, weight_decay=-1e-4), ValueError, "sgd: weight_decay must be"),
     (dict(lr=0.1, weight_decay=math.inf), ValueError, "sgd: weight_decay must be"),
     (dict(lr=0.1, nesterov=True), ValueError, "sgd: nesterov needs momentum > 0 and dampening = 0"),
     (dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), ValueError, "nesterov needs"),
+    (dict(lr=0.1, momentum="0.9"), TypeError, "^sgd: momentum must be a number, got str '0.9'"),
+    (dict(lr=0.1, momentum=True), TypeError, "^sgd: momentum must be a number, got bool True"),
+    (dict(lr=0.1, dampening=None), TypeError, "^sgd: dampening must be a number, got NoneType None"),
+    (dict(lr=0.1, weight_decay="0"), TypeError, "^sgd: weight_decay must be a number, got str"),
+    (dict(lr=0.1, momentum=0.9, nesterov="yes"), TypeError, "^sgd: nesterov must be True or False, got str 'yes'"),
+    (dict(lr=0.1, momentum=0.9, nesterov=1), TypeError, "^sgd: nesterov must be True or False, got int 1"),
+    (dict(lr=np.float32(-0.1)), ValueError, "^sgd: lr must be in \\[0, inf\\]"),
 ])
 def test_invalid_hyperparameters_raise(kwargs, error, match):
     with pytest.raises(error, match=match):
         sgd(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_scalar_hyperparameters_are_accepted_as_python_numbers(dtype):
+    params = make_params(dtype)
+    numpy_kwargs = dict(momentum=np.float64(0.9), weight_decay=np.float32(1e-3), nesterov=np.bool_(True))
+    got, got_state = run_sgd(sgd(np.float32(0.1), **numpy_kwargs), params, steps=5)
+    want, want_state = run_sgd(sgd(float(np.float32(0.1)), momentum=0.9, weight_decay=float(np.float32(1e-3)),
+                                   nesterov=True), params, steps=5)
+    assert all(a.dtype == dtype and a.tobytes() == b.tobytes()
+               for a, b in zip(tree.leaves(got), tree.leaves(want), strict=True))
+    assert all(a.tobytes() == b.tobytes()
+               for a, b in zip(tree.leaves(got_state), tree.leaves(want_state), strict=True))
+    damped, _ = run_sgd(sgd(np.float64(0.05), momentum=np.int64(1), dampening=np.float32(0.5)), params, steps=3)
+    assert all(a.dtype == dtype for a in tree.leaves(damped))
 
 
 def missing_key(t):
