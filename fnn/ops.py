@@ -29,16 +29,15 @@ array([[ 0.,  2.,  8., 10.],
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["Pair", "Padding", "out_size", "pad2d", "windows", "img2col", "col2img", "matmul_wide", "matmul_nt"]
+from fnn import validate
+from fnn.validate import Padding, Pair
 
-Pair = tuple[int, int]
-Padding = tuple[int, int, int, int]
-"""Padding as ``(top, bottom, left, right)``."""
+__all__ = ["Pair", "Padding", "out_size", "pad2d", "windows", "img2col", "col2img", "matmul_wide", "matmul_nt"]
 
 
 def out_size(size: int, kernel: int, stride: int, dilation: int) -> int:
@@ -82,15 +81,25 @@ def _batch_last_padded(x: np.ndarray, padding: Padding) -> np.ndarray:
     return buf.transpose(3, 0, 1, 2)
 
 
+def _geometry(where: str, kernel: Any, stride: Any, padding: Any, dilation: Any) -> tuple[Pair, Pair, Padding, Pair]:
+    """``kernel``, ``stride`` and ``dilation`` (an int or a pair, each ``>= 1``) and ``padding``
+    (an int, a pair, ``((top, bottom), (left, right))`` or ``(top, bottom, left, right)``,
+    each ``>= 0``) as pairs and ``(top, bottom, left, right)``, checked by :mod:`fnn.validate`."""
+    pads = cast(Padding, validate.padding(where, padding, allow_same=False, explicit=True))
+    return (validate.pair(where, "kernel", kernel), validate.pair(where, "stride", stride), pads,
+            validate.pair(where, "dilation", dilation))
+
+
 def img2col(x: np.ndarray, kernel: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> np.ndarray:
     """Columns ``(C * kh * kw, OH * OW * N)`` of ``x: (N, C, H, W)`` (see the module docstring).
 
     Row ``c * kh * kw + i * kw + j`` holds kernel offset ``(i, j)`` of channel ``c``,
     matching a PyTorch-layout weight ``(F, C, kh, kw)`` reshaped to ``(F, C * kh * kw)``.
-    ``padding`` is an int, a pair or ``(top, bottom, left, right)``; the result is one
-    padded, batch-last copy of ``x`` and one copy of its windows.
+    ``padding`` is an int, a pair, ``((top, bottom), (left, right))`` or ``(top, bottom, left,
+    right)``, checked by :mod:`fnn.validate`. The result is one padded, batch-last copy of
+    ``x`` and one copy of its windows.
     """
-    k, s, d, pads = _pair(kernel), _pair(stride), _pair(dilation), _padding(padding)
+    k, s, pads, d = _geometry("img2col", kernel, stride, padding, dilation)
     v = windows(_batch_last_padded(x, pads), k, s, d)  # strides put N innermost
     n, c, kh, kw, oh, ow = v.shape
     return np.ascontiguousarray(v.transpose(1, 2, 3, 4, 5, 0)).reshape(c * kh * kw, oh * ow * n)
@@ -104,8 +113,7 @@ def col2img(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: Any, str
     view is fine). Loops only over the ``kh * kw`` kernel offsets. The result is a
     ``(N, C, H, W)`` view of a fresh batch-last buffer.
     """
-    (kh, kw), (sh, sw), (dh, dw) = _pair(kernel), _pair(stride), _pair(dilation)
-    t, b, left, r = _padding(padding)
+    (kh, kw), (sh, sw), (t, b, left, r), (dh, dw) = _geometry("col2img", kernel, stride, padding, dilation)
     n, c, h, w = shape
     hp, wp = h + t + b, w + left + r
     oh, ow = out_size(hp, kh, sh, dh), out_size(wp, kw, sw, dw)
@@ -143,15 +151,3 @@ def matmul_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         out += b[:, i:i + _BLOCK] @ a[:, i:i + _BLOCK].T
     return out.T
 
-
-def _pair(v: Any) -> Pair:
-    if isinstance(v, (tuple, list)):
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
-
-
-def _padding(p: Any) -> Padding:
-    if isinstance(p, (tuple, list)) and len(p) == 4:
-        return int(p[0]), int(p[1]), int(p[2]), int(p[3])
-    ph, pw = _pair(p)
-    return ph, ph, pw, pw

@@ -57,6 +57,46 @@ def test_img2col_accepts_ints_for_kernel_stride_padding_dilation():
     np.testing.assert_array_equal(img2col(x, 3, 2, 1, 2), want)
 
 
+def test_img2col_and_col2img_take_numpy_ints_and_every_padding_form():
+    x = np.arange(2 * 3 * 7 * 6, dtype=np.float64).reshape(2, 3, 7, 6)
+    want = img2col(x, (3, 2), (2, 1), (1, 0, 2, 1), (1, 2))
+    for pads in [(1, 0, 2, 1), [1, 0, 2, 1], ((1, 0), (2, 1)), (np.int64(1), 0, np.uint8(2), np.int32(1))]:
+        cols = img2col(x, (np.int64(3), 2), (np.int32(2), np.int8(1)), pads, (1, np.int64(2)))
+        np.testing.assert_array_equal(cols, want)
+        back = col2img(cols, x.shape, (np.int64(3), 2), (np.int32(2), 1), pads, (np.int16(1), 2))
+        np.testing.assert_array_equal(back, col2img(want, x.shape, (3, 2), (2, 1), (1, 0, 2, 1), (1, 2)))
+    np.testing.assert_array_equal(img2col(x, 3, padding="valid"), img2col(x, 3))
+
+
+@pytest.mark.parametrize("fn", ["img2col", "col2img"])
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"kernel": 2.0}, TypeError, "kernel must be an int or a pair of ints, got 2.0"),
+    ({"kernel": True}, TypeError, "kernel must be an int or a pair of ints, got True"),
+    ({"kernel": "2"}, TypeError, "kernel must be an int or a pair of ints, got '2'"),
+    ({"kernel": (2, 2, 2)}, TypeError, "kernel must be an int or a pair of ints"),
+    ({"stride": None}, TypeError, "stride must be an int or a pair of ints, got None"),
+    ({"dilation": (1, 1.5)}, TypeError, "dilation must be an int or a pair of ints"),
+    ({"padding": 1.0}, TypeError, "padding must be an int or a pair of ints, got 1.0"),
+    ({"padding": (1, 1, 1)}, TypeError, "padding must be an int or a pair of ints"),
+    ({"padding": (1, 1, True, 1)}, TypeError, "padding must hold ints"),
+    ({"kernel": 0}, ValueError, "kernel must be >= 1, got 0"),
+    ({"stride": (1, 0)}, ValueError, r"stride must be >= 1, got \(1, 0\)"),
+    ({"dilation": -1}, ValueError, "dilation must be >= 1, got -1"),
+    ({"padding": -1}, ValueError, "padding must be >= 0, got -1"),
+    ({"padding": (0, 0, -1, 0)}, ValueError, "padding must be >= 0"),
+    ({"padding": ((0, 0), (0, -1))}, ValueError, "padding must be >= 0"),
+    ({"padding": "same"}, ValueError, 'padding must be "valid", an int or a pair'),
+])
+def test_img2col_and_col2img_check_their_arguments(fn, kwargs, error, match):
+    args = {"kernel": 2, "stride": 1, "padding": 0, "dilation": 1, **kwargs}
+    x = np.zeros((1, 1, 4, 4))
+    with pytest.raises(error, match=f"^{fn}: {match}"):
+        if fn == "img2col":
+            img2col(x, **args)
+        else:
+            col2img(np.zeros((4, 9)), x.shape, **args)
+
+
 @given(image_cases(), ints(0, 2**16))
 def test_col2img_is_the_adjoint_of_img2col(case, seed):
     """<img2col(x), c> == <x, col2img(c)> for random x and c."""

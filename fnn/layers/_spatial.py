@@ -1,45 +1,23 @@
-"""Argument handling shared by the 2-D layers (Conv2D and the pools)."""
+"""Kinds, shape checks and padding shared by the 2-D layers (Conv2D and the pools); their
+arguments are checked by :mod:`fnn.validate` (``validate.pair``, ``validate.padding``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from fnn.ops import Padding, Pair, out_size
 
-__all__ = ["as_pair", "as_padding", "resolve_padding", "check_nchw", "check_fits"]
+__all__ = ["layer_kind", "resolve_padding", "check_nchw", "check_fits"]
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def as_pair(layer: str, name: str, value: Any, minimum: int = 1) -> Pair:
-    """An int or a pair of ints, each ``>= minimum``, as a pair."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(_is_int(v) for v in pair):
-        raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
-    if any(v < minimum for v in pair):
-        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def as_padding(layer: str, value: Any, allow_same: bool = True) -> Padding | str:
-    """``"same"``, ``"valid"``, an int, a pair ``(ph, pw)`` or ``((top, bottom), (left, right))``."""
-    if isinstance(value, str):
-        v = value.lower()
-        if v == "valid":
-            return (0, 0, 0, 0)
-        if v == "same" and allow_same:
-            return "same"
-        choices = '"same", "valid"' if allow_same else '"valid"'
-        raise ValueError(f"{layer}: padding must be {choices}, an int or a pair, got {value!r}")
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (tuple, list)) for v in value):
-        (t, b), (left, r) = (as_pair(layer, "padding", v, minimum=0) for v in value)
-        return (t, b, left, r)
-    ph, pw = as_pair(layer, "padding", value, minimum=0)
-    return (ph, ph, pw, pw)
+def layer_kind(name: str, args: Sequence[str], options: Sequence[tuple[str, Any, Any]]) -> str:
+    """``name(args, option=value, ...)`` with the ``(option, value, default)`` whose value is not
+    its default (of another type, or unequal), as ``repr``: ``"Conv2D(6, 5, padding=2)"``."""
+    extras = [f"{n}={v!r}" for n, v, default in options if not (type(v) is type(default) and v == default)]
+    return f"{name}({', '.join([*args, *extras])})"
 
 
 def resolve_padding(padding: Padding | str, size: tuple[int, int], kernel: Pair, stride: Pair,

@@ -1,4 +1,9 @@
-"""Pointwise activations and the softmax family. None of them has parameters."""
+"""Pointwise activations and the softmax family. None of them has parameters.
+
+Each layer's maths is a pair of module-level functions on arrays, ``<layer>_forward(x, ...)
+-> (y, cache)`` and ``<layer>_backward(cache, dy, ...) -> dx``; the constructor validates its
+arguments and its vjp keeps only the cache.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +11,115 @@ from typing import Any
 
 import numpy as np
 
+from fnn import validate
 from fnn.core import Layer, parameterless
 
-__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax"]
+__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
+           "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
+           "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
+           "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward"]
+
+Arr = np.ndarray
+
+
+def relu_forward(x: Arr) -> tuple[Arr, Arr]:
+    """``x -> y = max(x, 0)``, any shape; the cache is ``y``."""
+    y = np.maximum(x, 0)
+    return y, y
+
+
+def relu_backward(y: Arr, dy: Arr) -> Arr:
+    """``dx = dy`` where ``y > 0``, else 0 (the gradient at 0 is 0, as in PyTorch)."""
+    return dy * (y > 0)
+
+
+def leaky_relu_forward(x: Arr, slope: float) -> tuple[Arr, Arr]:
+    """``x -> y = x`` where ``x > 0``, else ``slope * x``, any shape; the cache is the boolean mask ``x > 0``."""
+    pos = x > 0
+    return np.where(pos, x, x * x.dtype.type(slope)), pos
+
+
+def leaky_relu_backward(pos: Arr, dy: Arr, slope: float) -> Arr:
+    """``dx = dy`` where the mask ``pos`` is set, else ``slope * dy``."""
+    return np.where(pos, dy, dy * dy.dtype.type(slope))
+
+
+def sigmoid_forward(x: Arr) -> tuple[Arr, Arr]:
+    """``x -> y = 1 / (1 + exp(-x))``, any shape, as ``(1 + tanh(x / 2)) / 2`` (never overflows); the cache is ``y``."""
+    y = 0.5 * (1 + np.tanh(0.5 * x))
+    return y, y
+
+
+def sigmoid_backward(y: Arr, dy: Arr) -> Arr:
+    """``dx = dy * y * (1 - y)``."""
+    return dy * y * (1 - y)
+
+
+def tanh_forward(x: Arr) -> tuple[Arr, Arr]:
+    """``x -> y = tanh(x)``, any shape; the cache is ``y``."""
+    y = np.tanh(x)
+    return y, y
+
+
+def tanh_backward(y: Arr, dy: Arr) -> Arr:
+    """``dx = dy * (1 - y^2)``."""
+    return dy * (1 - y * y)
+
+
+def softmax_forward(x: Arr, axis: int) -> tuple[Arr, Arr]:
+    """``x -> y = exp(x) / sum(exp(x))`` along ``axis``, same shape, with the max subtracted first; the
+    cache is ``y``. An empty ``axis`` gives an empty ``y`` (as PyTorch does), not the max reduction's error."""
+    if x.shape[axis] == 0:
+        y = np.empty_like(x)
+        return y, y
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    y = e / e.sum(axis=axis, keepdims=True)
+    return y, y
+
+
+def softmax_backward(y: Arr, dy: Arr, axis: int) -> Arr:
+    """``dx = y * (dy - sum(dy * y))``, the sum along ``axis``."""
+    return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+
+
+def log_softmax_forward(x: Arr, axis: int) -> tuple[Arr, Arr]:
+    """``x -> y = x - logsumexp(x)`` along ``axis``, same shape, with the max subtracted first; the cache
+    is ``y``. An empty ``axis`` gives an empty ``y``."""
+    if x.shape[axis] == 0:
+        y = np.empty_like(x)
+        return y, y
+    z = x - x.max(axis=axis, keepdims=True)
+    y = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return y, y
+
+
+def log_softmax_backward(y: Arr, dy: Arr, axis: int) -> Arr:
+    """``dx = dy - softmax(x) * sum(dy)``, the sum along ``axis`` (``softmax(x) = exp(y)``)."""
+    return dy - np.exp(y) * dy.sum(axis=axis, keepdims=True)
 
 
 def ReLU() -> Layer:
     """``y = max(x, 0)``, any shape. The gradient at 0 is 0 (as in PyTorch). The vjp keeps ``y``."""
 
-    def forward(x: np.ndarray) -> Any:
-        y = np.maximum(x, 0)
-        return y, lambda dy: dy * (y > 0)
+    def forward(x: Arr) -> Any:
+        y, cache = relu_forward(x)
+        return y, lambda dy: relu_backward(cache, dy)
 
     return parameterless("ReLU()", forward)
 
 
 def LeakyReLU(slope: float = 0.01) -> Layer:
-    """``y = x`` for ``x > 0`` else ``slope * x``, any shape. Default slope 0.01 (PyTorch's)."""
-    if isinstance(slope, bool) or not isinstance(slope, (int, float, np.integer, np.floating)):
-        raise TypeError(f"LeakyReLU: slope must be a number, got {slope!r}")
-    if not np.isfinite(slope):
-        raise ValueError(f"LeakyReLU: slope must be a finite number, got {slope!r}")
-    slope = float(slope)
+    """``y = x`` for ``x > 0`` else ``slope * x``, any shape. Default slope 0.01 (PyTorch's); any
+    finite number. The vjp keeps the boolean mask ``x > 0``.
 
-    def forward(x: np.ndarray) -> Any:
-        pos = x > 0
-        y = np.where(pos, x, x * x.dtype.type(slope))
-        return y, lambda dy: np.where(pos, dy, dy * dy.dtype.type(slope))
+    >>> LeakyReLU(0.5).apply({}, np.array([[-2.0, 3.0]]))[0]
+    array([[-1.,  3.]])
+    """
+    slope = validate.number(f"LeakyReLU({slope!r})", "slope", slope)
+
+    def forward(x: Arr) -> Any:
+        y, cache = leaky_relu_forward(x, slope)
+        return y, lambda dy: leaky_relu_backward(cache, dy, slope)
 
     return parameterless(f"LeakyReLU({slope})", forward)
 
@@ -40,9 +127,9 @@ def LeakyReLU(slope: float = 0.01) -> Layer:
 def Sigmoid() -> Layer:
     """Logistic function ``1 / (1 + exp(-x))``, computed as ``(1 + tanh(x / 2)) / 2`` so it never overflows."""
 
-    def forward(x: np.ndarray) -> Any:
-        y = 0.5 * (1 + np.tanh(0.5 * x))
-        return y, lambda dy: dy * y * (1 - y)
+    def forward(x: Arr) -> Any:
+        y, cache = sigmoid_forward(x)
+        return y, lambda dy: sigmoid_backward(cache, dy)
 
     return parameterless("Sigmoid()", forward)
 
@@ -50,45 +137,35 @@ def Sigmoid() -> Layer:
 def Tanh() -> Layer:
     """Hyperbolic tangent, any shape."""
 
-    def forward(x: np.ndarray) -> Any:
-        y = np.tanh(x)
-        return y, lambda dy: dy * (1 - y * y)
+    def forward(x: Arr) -> Any:
+        y, cache = tanh_forward(x)
+        return y, lambda dy: tanh_backward(cache, dy)
 
     return parameterless("Tanh()", forward)
 
 
-def _check_axis(kind: str, axis: int, x: np.ndarray) -> None:
+def _softmax_kind(name: str, axis: Any) -> str:
+    return f"{name}()" if type(axis) is int and axis == -1 else f"{name}(axis={axis!r})"
+
+
+def _check_axis(kind: str, axis: int, x: Arr) -> None:
     if not -x.ndim <= axis < x.ndim or axis in (0, -x.ndim):
         raise ValueError(f"{kind}: axis {axis} is not a feature axis of input with shape {x.shape}")
-
-
-def _empty_axis(x: np.ndarray) -> Any:
-    """The result over an empty softmax axis: an empty ``y`` and ``dx`` of the input's shape and dtype
-    (as PyTorch gives), instead of the max reduction's error."""
-    return np.empty_like(x), np.zeros_like
-
-
-def _axis_arg(name: str, axis: Any) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"{name}: axis must be an int, got {axis!r}")
-    return int(axis)
 
 
 def Softmax(axis: int = -1) -> Layer:
     """Softmax along ``axis`` (default the last), stable for large inputs (the max is subtracted).
 
     ``x: (N, ...) -> y`` of the same shape; an empty ``axis`` gives an empty ``y`` (and ``dx``).
+    ``axis`` is an int naming a feature axis (not the batch axis 0).
     """
-    axis = _axis_arg("Softmax", axis)
-    kind = "Softmax()" if axis == -1 else f"Softmax(axis={axis})"
+    axis = validate.integer(_softmax_kind("Softmax", axis), "axis", axis)
+    kind = _softmax_kind("Softmax", axis)
 
-    def forward(x: np.ndarray) -> Any:
+    def forward(x: Arr) -> Any:
         _check_axis(kind, axis, x)
-        if x.shape[axis] == 0:
-            return _empty_axis(x)
-        e = np.exp(x - x.max(axis=axis, keepdims=True))
-        y = e / e.sum(axis=axis, keepdims=True)
-        return y, lambda dy: y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+        y, cache = softmax_forward(x, axis)
+        return y, lambda dy: softmax_backward(cache, dy, axis)
 
     return parameterless(kind, forward)
 
@@ -97,16 +174,14 @@ def LogSoftmax(axis: int = -1) -> Layer:
     """Log of the softmax along ``axis`` (default the last), computed as ``x - logsumexp(x)``.
 
     ``x: (N, ...) -> y`` of the same shape; an empty ``axis`` gives an empty ``y`` (and ``dx``).
+    ``axis`` is an int naming a feature axis (not the batch axis 0).
     """
-    axis = _axis_arg("LogSoftmax", axis)
-    kind = "LogSoftmax()" if axis == -1 else f"LogSoftmax(axis={axis})"
+    axis = validate.integer(_softmax_kind("LogSoftmax", axis), "axis", axis)
+    kind = _softmax_kind("LogSoftmax", axis)
 
-    def forward(x: np.ndarray) -> Any:
+    def forward(x: Arr) -> Any:
         _check_axis(kind, axis, x)
-        if x.shape[axis] == 0:
-            return _empty_axis(x)
-        z = x - x.max(axis=axis, keepdims=True)
-        y = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
-        return y, lambda dy: dy - np.exp(y) * dy.sum(axis=axis, keepdims=True)
+        y, cache = log_softmax_forward(x, axis)
+        return y, lambda dy: log_softmax_backward(cache, dy, axis)
 
     return parameterless(kind, forward)

@@ -2,15 +2,64 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fnn import init as _init
 from fnn import random as _random
+from fnn import validate
 from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer, vjp_with
 
-__all__ = ["Dense"]
+__all__ = ["Dense", "DenseCache", "dense_forward", "dense_backward", "dense_sq_norms"]
+
+
+class DenseCache(NamedTuple):
+    """What :func:`dense_backward` needs: the input ``x: (N, ..., in)`` and ``w: (in, out)``."""
+
+    x: np.ndarray
+    w: np.ndarray
+    bias: bool
+
+
+def dense_forward(params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, DenseCache]:
+    """``x: (N, ..., in)``, params ``{"w": (in, out), "b": (out,)}`` (``"b"`` optional) ->
+    ``y = x @ w + b: (N, ..., out)`` and the cache."""
+    w = params["w"]
+    y = x @ w
+    if "b" in params:
+        y += params["b"]
+    return y, DenseCache(x, w, "b" in params)
+
+
+def dense_backward(cache: DenseCache, dy: np.ndarray, need_dx: bool = True
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """``dy: (N, ..., out)`` -> ``({"w": (in, out), "b": (out,)}, dx: (N, ..., in))``; ``dx`` is
+    ``None`` unless ``need_dx``."""
+    x, w, bias = cache
+    n_in, n_out = w.shape
+    x2, dy2 = x.reshape(-1, n_in), dy.reshape(-1, n_out)
+    grads = {"w": x2.T @ dy2}
+    if bias:
+        grads["b"] = dy2.sum(axis=0)
+    return grads, dy @ w.T if need_dx else None
+
+
+def dense_sq_norms(cache: DenseCache, dy: np.ndarray) -> np.ndarray:
+    """``(N,)``: each example's squared norm of ``dparams`` without forming per-example gradients:
+    ``|x_n|^2 |dy_n|^2`` for ``(N, F)`` inputs, Gram matrices over the middle axes otherwise."""
+    x, w, bias = cache
+    n_in, n_out = w.shape
+    n, mid = x.shape[0], int(np.prod(x.shape[1:-1]))  # explicit: -1 is ambiguous for an empty batch
+    x3, dy3 = x.reshape(n, mid, n_in), dy.reshape(n, mid, n_out)
+    if x3.shape[1] == 1:
+        sq = np.einsum("nf,nf->n", x3[:, 0], x3[:, 0]) * np.einsum("no,no->n", dy3[:, 0], dy3[:, 0])
+    else:
+        sq = np.einsum("nst,nst->n", x3 @ x3.transpose(0, 2, 1), dy3 @ dy3.transpose(0, 2, 1))
+    if bias:
+        db = dy3.sum(axis=1)
+        sq = sq + np.einsum("no,no->n", db, db)
+    return sq
 
 
 def Dense(out_features: int, bias: bool = True, w_init: _init.Initializer = _init.fan_in_uniform,
@@ -19,7 +68,8 @@ def Dense(out_features: int, bias: bool = True, w_init: _init.Initializer = _ini
 
     ``x: (N, ..., in) -> y: (N, ..., out_features)``. Params ``{"w": (in, out), "b": (out,)}``
     (no ``"b"`` when ``bias=False``). Default init: ``w`` from
-    :func:`fnn.init.fan_in_uniform` (PyTorch's Linear default), ``b`` zeros.
+    :func:`fnn.init.fan_in_uniform` (PyTorch's Linear default), ``b`` zeros. The vjp keeps
+    ``x`` and ``w``; it has ``sq_norms`` (see :mod:`fnn.per_example`).
 
     >>> layer = Dense(3)
     >>> params = layer.init(fnn.random.key(0), (4,))
@@ -27,55 +77,30 @@ def Dense(out_features: int, bias: bool = True, w_init: _init.Initializer = _ini
     >>> y.shape
     (2, 3)
     """
-    if isinstance(out_features, bool) or not isinstance(out_features, (int, np.integer)) or out_features <= 0:
-        raise ValueError(f"Dense: out_features must be a positive int, got {out_features!r}")
-    kind = f"Dense({out_features})" if bias else f"Dense({out_features}, bias=False)"
+    where = f"Dense({out_features!r})" if bias is True else f"Dense({out_features!r}, bias={bias!r})"
+    n_out = validate.integer(where, "out_features", out_features, low=1)
+    bias = validate.boolean(where, "bias", bias)
+    kind = f"Dense({n_out})" if bias else f"Dense({n_out}, bias=False)"
 
     def init(key: Any, shape: tuple[int, ...], dtype: np.dtype) -> dict[str, np.ndarray]:
         if len(shape) < 1 or shape[-1] == 0:
             raise ValueError(f"{kind}: init shape must end with a non-zero feature axis, got {shape}")
         kw, kb = _random.split(key, 2)
-        params = {"w": w_init(kw, (shape[-1], out_features), dtype)}
+        params = {"w": w_init(kw, (shape[-1], n_out), dtype)}
         if bias:
-            params["b"] = b_init(kb, (out_features,), dtype)
+            params["b"] = b_init(kb, (n_out,), dtype)
         return params
 
     def apply(params: dict[str, np.ndarray], x: np.ndarray, opts: Options) -> Any:
         if x.ndim < 2:
             raise ValueError(f"{kind}: input x must be (N, ..., features), got shape {x.shape}")
-        n_in = x.shape[-1]
-        spec = {"w": (n_in, out_features), **({"b": (out_features,)} if bias else {})}
-        check_params(kind, params, spec, x.dtype)
-        w = params["w"]
-        y = x @ w
-        if bias:
-            y += params["b"]
+        check_params(kind, params, {"w": (x.shape[-1], n_out), **({"b": (n_out,)} if bias else {})}, x.dtype)
+        y, cache = dense_forward(params, x)
         out = like(y)
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-            dy = check_cotangent(kind, dy, out)
-            x2, dy2 = x.reshape(-1, n_in), dy.reshape(-1, out_features)
-            grads = {"w": x2.T @ dy2}
-            if bias:
-                grads["b"] = dy2.sum(axis=0)
-            return grads, dy @ w.T if need_dx else None
+            return dense_backward(cache, check_cotangent(kind, dy, out), need_dx)
 
-        def sq_norms(dy: np.ndarray) -> np.ndarray:
-            """Each example's squared norm of ``dparams`` without forming per-example gradients:
-            ``|x_n|^2 |dy_n|^2`` for ``(N, F)`` inputs, Gram matrices over the middle axes otherwise."""
-            dy = check_cotangent(kind, dy, out)
-            n, mid = x.shape[0], int(np.prod(x.shape[1:-1]))  # explicit: -1 is ambiguous for an empty batch
-            x3, dy3 = x.reshape(n, mid, n_in), dy.reshape(n, mid, out_features)
-            if x3.shape[1] == 1:
-                sq = np.einsum("nf,nf->n", x3[:, 0], x3[:, 0]) * np.einsum("no,no->n", dy3[:, 0], dy3[:, 0])
-            else:
-                sq = np.einsum("nst,nst->n", x3 @ x3.transpose(0, 2, 1), dy3 @ dy3.transpose(0, 2, 1))
-            if bias:
-                db = dy3.sum(axis=1)
-                sq = sq + np.einsum("no,no->n", db, db)
-            return sq
-
-        vjp_with(vjp, sq_norms=sq_norms)
-        return y, vjp
+        return y, vjp_with(vjp, sq_norms=lambda dy: dense_sq_norms(cache, check_cotangent(kind, dy, out)))
 
     return make_layer(kind, init, apply)

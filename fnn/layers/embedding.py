@@ -8,6 +8,7 @@ import numpy as np
 
 from fnn import init as _init
 from fnn import random as _random
+from fnn import validate
 from fnn.core import FLOAT_DTYPES, Layer, Options, check_cotangent, check_params, like, make_layer
 
 __all__ = ["Embedding", "embedding_forward", "embedding_backward", "standard_normal"]
@@ -34,12 +35,9 @@ def standard_normal(key: _random.Key, shape: tuple[int, ...], dtype: Any = np.fl
     return _init.normal(key, shape, dtype, std=1.0)
 
 
-def _positive_int(kind: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{kind}: {name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{kind}: {name} must be > 0, got {value}")
-    return int(value)
+def _kind(num_embeddings: Any, features: Any, padding_idx: Any) -> str:
+    extras = "" if padding_idx is None else f", padding_idx={padding_idx!r}"
+    return f"Embedding({num_embeddings!r}, {features!r}{extras})"
 
 
 def Embedding(num_embeddings: int, features: int, padding_idx: int | None = None,
@@ -53,8 +51,9 @@ def Embedding(num_embeddings: int, features: int, padding_idx: int | None = None
     ``{"weight": (num_embeddings, features)}`` (PyTorch's layout), drawn from ``N(0, 1)``
     (PyTorch's default). The vjp scatter-adds ``dy`` into the rows used (a row used twice
     gets both gradients) and returns ``dx = None``: indices have no gradient. The row
-    ``padding_idx`` (negative counts from the end, as in PyTorch) starts at zero and never
-    gets a gradient. An index out of range or a float input is an error.
+    ``padding_idx`` (in ``[-num_embeddings, num_embeddings)``; negative counts from the end,
+    as in PyTorch) starts at zero and never gets a gradient. ``num_embeddings`` and
+    ``features`` are ints ``>= 1``. An index out of range or a float input is an error.
 
     >>> emb = Embedding(10, 3)
     >>> params = emb.init(fnn.random.key(0), (4,))
@@ -62,17 +61,13 @@ def Embedding(num_embeddings: int, features: int, padding_idx: int | None = None
     >>> y.shape, vjp(np.ones_like(y))[0]["weight"][2]
     ((1, 4, 3), array([2., 2., 2.], dtype=float32))
     """
-    extras = "" if padding_idx is None else f", padding_idx={padding_idx!r}"
-    kind = f"Embedding({num_embeddings!r}, {features!r}{extras})"
-    num = _positive_int(kind, "num_embeddings", num_embeddings)
-    feats = _positive_int(kind, "features", features)
-    pad: int | None = None
+    where = _kind(num_embeddings, features, padding_idx)
+    num = validate.integer(where, "num_embeddings", num_embeddings, low=1)
+    feats = validate.integer(where, "features", features, low=1)
     if padding_idx is not None:
-        if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
-            raise TypeError(f"{kind}: padding_idx must be an int or None, got {type(padding_idx).__name__}")
-        if not -num <= padding_idx < num:
-            raise ValueError(f"{kind}: padding_idx must be in [-{num}, {num}), got {padding_idx}")
-        pad = int(padding_idx) % num
+        padding_idx = validate.integer(where, "padding_idx", padding_idx, low=-num, high=num - 1)
+    kind = _kind(num, feats, padding_idx)
+    pad = None if padding_idx is None else padding_idx % num
 
     def init(key: _random.Key, shape: tuple[int, ...], dtype: np.dtype) -> dict[str, np.ndarray]:
         weight = np.array(w_init(key, (num, feats), dtype))
@@ -82,6 +77,8 @@ def Embedding(num_embeddings: int, features: int, padding_idx: int | None = None
 
     def apply(params: Any, x: np.ndarray, opts: Options) -> Any:
         weight = params.get("weight") if isinstance(params, dict) else None
+        if not isinstance(params, dict) or set(params) != {"weight"}:
+            check_params(kind, params, {"weight": (num, feats)}, np.dtype(np.float32))  # names the keys
         if not isinstance(weight, np.ndarray) or weight.dtype not in FLOAT_DTYPES:
             got = type(weight).__name__ if not isinstance(weight, np.ndarray) else f"dtype {weight.dtype}"
             raise TypeError(f"{kind}: params['weight'] must be a float32 or float64 array, got {got}")

@@ -1,52 +1,35 @@
-"""Pooling over the spatial axes of ``(N, C, H, W)`` inputs. None of these layers has parameters."""
+"""Pooling over the spatial axes of ``(N, C, H, W)`` inputs. None of these layers has parameters.
+
+Each pool's maths is a pair of module-level functions on checked arguments (a kernel and a
+stride as pairs, padding as ``(top, bottom, left, right)``): ``*_forward(x, ...) -> (y, cache)``
+and ``*_backward(cache, dy) -> dx``; the constructors validate, build the layer on
+:func:`fnn.core.parameterless` and close over them.
+"""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
-from fnn.core import Layer, Options, check_cotangent, check_no_params, like, make_layer, parameterless
-from fnn.layers._spatial import as_padding, as_pair, check_fits, check_nchw
+from fnn import validate
+from fnn.core import Layer, parameterless
+from fnn.layers._spatial import check_fits, check_nchw, layer_kind
 from fnn.ops import Padding, Pair, col2img, pad2d, windows
 
-__all__ = ["MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]
-
-
-def _pool_args(name: str, kernel_size: Any, stride: Any, padding: Any) -> tuple[str, Pair, Pair, Padding]:
-    extras = [f"{n}={v!r}" for n, v, default in (("stride", stride, None), ("padding", padding, 0)) if v != default]
-    kind = f"{name}({', '.join([repr(kernel_size)] + extras)})"
-    k = as_pair(kind, "kernel_size", kernel_size)
-    s = k if stride is None else as_pair(kind, "stride", stride)
-    pads = cast(Padding, as_padding(kind, padding, allow_same=False))
-    if pads[0] > k[0] // 2 or pads[1] > k[0] // 2 or pads[2] > k[1] // 2 or pads[3] > k[1] // 2:
-        raise ValueError(f"{kind}: padding must be at most half the kernel ({k[0] // 2}, {k[1] // 2}), "
-                         f"got {padding!r}")
-    return kind, k, s, pads
-
-
-def _pool_layer(kind: str, k: Pair, s: Pair, pads: Padding, forward: Any) -> Layer:
-    """A pooling layer from ``forward(x, oh, ow) -> (y, backward)``; checks shapes and params."""
-
-    def init(key: Any, shape: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:
-        if len(shape) != 3:
-            raise ValueError(f"{kind}: init shape must be (C, H, W), got {shape}")
-        check_fits(kind, shape[1:], pads, k, (1, 1), s)
-        return {}
-
-    def apply(params: Any, x: np.ndarray, opts: Options) -> Any:
-        check_no_params(kind, params)
-        check_nchw(kind, x)
-        y, backward = forward(x, *check_fits(kind, x.shape[2:], pads, k, (1, 1), s))
-        out = like(y)
-
-        def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], np.ndarray | None]:
-            dy = check_cotangent(kind, dy, out)
-            return {}, backward(dy) if need_dx else None
-
-        return y, vjp
-
-    return make_layer(kind, init, apply)
+__all__ = [
+    "MaxPool2D",
+    "AvgPool2D",
+    "GlobalAvgPool2D",
+    "MaxPool2DCache",
+    "AvgPool2DCache",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "global_avg_pool2d_forward",
+    "global_avg_pool2d_backward",
+]
 
 
 def _zeros(shape: tuple[int, ...], dtype: np.dtype, batch_last: bool, fill: Any = np.zeros) -> np.ndarray:
@@ -94,6 +77,145 @@ def _crop(xp: np.ndarray, pads: Padding, h: int, w: int) -> np.ndarray:
     return xp[:, :, pads[0]:pads[0] + h, pads[2]:pads[2] + w]
 
 
+class MaxPool2DCache(NamedTuple):
+    """What :func:`max_pool2d_backward` needs: the arg-max offset of each window, ``(N, C, OH, OW)``
+    (not ``x``), and the geometry."""
+
+    arg: np.ndarray
+    padded_shape: tuple[int, ...]
+    batch_last: bool
+    size: tuple[int, int]
+    kernel: Pair
+    stride: Pair
+    padding: Padding
+
+
+def max_pool2d_forward(x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding
+                       ) -> tuple[np.ndarray, MaxPool2DCache]:
+    """``x: (N, C, H, W)`` -> ``y: (N, C, OH, OW)``, the maximum of each window of ``x`` padded
+    with ``-inf``, and the cache: the row-major offset of each window's first maximum (of its
+    NaN when there is one), ``uint8`` for kernels up to 16 x 16."""
+    xp = pad2d(x, padding, value=-np.inf)
+    v = windows(xp, kernel, stride)
+    offsets = kernel[0] * kernel[1]
+    if kernel == stride == (2, 2):
+        best, arg = _max_2x2(v)
+    else:
+        best, arg = _max_by_offset(v, np.uint8 if offsets <= 256 else np.int32)
+    if np.isnan(best).any():  # route to the NaN, as PyTorch does (its last one in a window)
+        for off in range(offsets):
+            np.copyto(arg, off, where=np.isnan(v[:, :, off // kernel[1], off % kernel[1]]))
+    batch_last = xp.transpose(1, 2, 3, 0).flags.c_contiguous
+    return best, MaxPool2DCache(arg, xp.shape, batch_last, x.shape[2:], kernel, stride, padding)
+
+
+def max_pool2d_backward(cache: MaxPool2DCache, dy: np.ndarray) -> np.ndarray:
+    """``dy: (N, C, OH, OW)`` -> ``dx: (N, C, H, W)``: each window's ``dy`` routed to its arg-max
+    (summed where windows overlap), laid out in memory as ``x`` was."""
+    arg, padded_shape, batch_last, (h, w), k, s, pads = cache
+    oh, ow = arg.shape[2:]
+    overlapping = s[0] < k[0] or s[1] < k[1]
+    # Non-overlapping windows that tile the whole input write every pixel of dx: no zeros needed.
+    tiled = k == s and (k[0] * oh, k[1] * ow) == padded_shape[2:]
+    dxp = (_empty if tiled else _zeros)(padded_shape, dy.dtype, batch_last)
+    for off in range(k[0] * k[1]):
+        i, j = divmod(off, k[1])
+        part = dxp[:, :, i:i + s[0] * (oh - 1) + 1:s[0], j:j + s[1] * (ow - 1) + 1:s[1]]
+        if overlapping:
+            np.add(part, dy, out=part, where=arg == off)
+        else:
+            np.multiply(dy, arg == off, out=part)
+    return _crop(dxp, pads, h, w)
+
+
+class AvgPool2DCache(NamedTuple):
+    """What :func:`avg_pool2d_backward` needs: each window's divisor (a scalar, or
+    ``(1, 1, OH, OW)`` counts without the padding) and the geometry; not ``x``."""
+
+    div: Any
+    x_shape: tuple[int, int, int, int]
+    kernel: Pair
+    stride: Pair
+    padding: Padding
+
+
+def avg_pool2d_forward(x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding, count_include_pad: bool = True
+                       ) -> tuple[np.ndarray, AvgPool2DCache]:
+    """``x: (N, C, H, W)`` -> ``y: (N, C, OH, OW)``, the mean of each window of ``x`` zero-padded
+    (the padding left out of the count unless ``count_include_pad``), and the cache."""
+    h, w = x.shape[2:]
+    xp = pad2d(x, padding)
+    if count_include_pad or not any(padding):
+        div: Any = x.dtype.type(kernel[0] * kernel[1])
+    else:
+        ones = pad2d(np.ones((1, 1, h, w), x.dtype), padding)
+        div = windows(ones, kernel, stride).sum(axis=(2, 3))
+    v = windows(xp, kernel, stride)
+    total = v[:, :, 0, 0].copy()
+    for off in range(1, kernel[0] * kernel[1]):
+        total += v[:, :, off // kernel[1], off % kernel[1]]
+    return total / div, AvgPool2DCache(div, x.shape, kernel, stride, padding)
+
+
+def avg_pool2d_backward(cache: AvgPool2DCache, dy: np.ndarray) -> np.ndarray:
+    """``dy: (N, C, OH, OW)`` -> ``dx: (N, C, H, W)``: each window's share of ``dy`` added back
+    onto its pixels (:func:`fnn.ops.col2img` of a broadcast view)."""
+    div, x_shape, k, s, pads = cache
+    n, c, oh, ow = dy.shape
+    share = (dy / div).transpose(1, 2, 3, 0)[:, None, None]  # (C, 1, 1, OH, OW, N)
+    return col2img(np.broadcast_to(share, (c, *k, oh, ow, n)), x_shape, k, s, pads)
+
+
+def global_avg_pool2d_forward(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``x: (N, C, H, W)`` with ``H * W > 0`` -> ``y: (N, C)``, the spatial mean, and the cache:
+    the shape of ``x`` (not ``x``)."""
+    return x.mean(axis=(2, 3)), x.shape
+
+
+def global_avg_pool2d_backward(x_shape: tuple[int, ...], dy: np.ndarray) -> np.ndarray:
+    """``dy: (N, C)`` -> ``dx`` of ``x_shape = (N, C, H, W)``: ``dy / (H * W)`` at every pixel."""
+    return np.broadcast_to((dy / (x_shape[2] * x_shape[3]))[:, :, None, None], x_shape).copy()
+
+
+def _pool_args(name: str, kernel_size: Any, stride: Any, padding: Any,
+               options: tuple[tuple[str, Any, Any], ...] = ()) -> tuple[str, Pair, Pair, Padding]:
+    """The kind, and the kernel, stride and padding checked by :mod:`fnn.validate`; the padding
+    must also be at most half the kernel on each side."""
+    kind = layer_kind(name, [repr(kernel_size)], (("stride", stride, None), ("padding", padding, 0), *options))
+    k = validate.pair(kind, "kernel_size", kernel_size)
+    s = k if stride is None else validate.pair(kind, "stride", stride)
+    pads = cast(Padding, validate.padding(kind, padding, allow_same=False))
+    if pads[0] > k[0] // 2 or pads[1] > k[0] // 2 or pads[2] > k[1] // 2 or pads[3] > k[1] // 2:
+        raise ValueError(f"{kind}: padding must be at most half the kernel ({k[0] // 2}, {k[1] // 2}), "
+                         f"got {padding!r}")
+    return kind, k, s, pads
+
+
+def _pool_layer(kind: str, k: Pair, s: Pair, pads: Padding, forward: Any, backward: Any) -> Layer:
+    """A :func:`fnn.core.parameterless` layer from ``forward(x) -> (y, cache)`` and
+    ``backward(cache, dy) -> dx`` that checks the input is ``(N, C, H, W)`` and the kernel fits,
+    in ``apply`` and, from the shape of one example, in ``init``."""
+
+    def pool(x: np.ndarray) -> tuple[np.ndarray, Any]:
+        check_nchw(kind, x)
+        check_fits(kind, x.shape[2:], pads, k, (1, 1), s)
+        y, cache = forward(x)
+        return y, lambda dy: backward(cache, dy)  # a function, not a partial: fnn.summary reads its closure
+
+    layer = parameterless(kind, pool)
+
+    def init(key: Any, shape: Any, dtype: Any = np.float32) -> dict[str, Any]:
+        params = layer.init(key, shape, dtype)  # checks the key, the shape and the dtype
+        shape = validate.example_shape(f"{kind}.init", shape)
+        if len(shape) != 3:
+            raise ValueError(f"{kind}: init shape must be (C, H, W), got {shape}")
+        check_fits(kind, shape[1:], pads, k, (1, 1), s)
+        return params
+
+    init.__doc__ = layer.init.__doc__
+    return Layer(init, layer.apply, kind)
+
+
 def MaxPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding: Any = 0) -> Layer:
     """Maximum over each window: ``(N, C, H, W) -> (N, C, OH, OW)``, as ``torch.nn.MaxPool2d``.
 
@@ -110,37 +232,7 @@ def MaxPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
            [13., 15.]])
     """
     kind, k, s, pads = _pool_args("MaxPool2D", kernel_size, stride, padding)
-    offsets = k[0] * k[1]
-    index_dtype = np.uint8 if offsets <= 256 else np.int32
-    overlapping = s[0] < k[0] or s[1] < k[1]
-
-    def forward(x: np.ndarray, oh: int, ow: int) -> Any:
-        n, c, h, w = x.shape
-        xp = pad2d(x, pads, value=-np.inf)
-        v = windows(xp, k, s)
-        best, arg = _max_2x2(v) if k == s == (2, 2) else _max_by_offset(v, index_dtype)
-        if np.isnan(best).any():  # route to the NaN, as PyTorch does (its last one in a window)
-            for off in range(offsets):
-                np.copyto(arg, off, where=np.isnan(v[:, :, off // k[1], off % k[1]]))
-
-        padded_shape, batch_last = xp.shape, xp.transpose(1, 2, 3, 0).flags.c_contiguous
-        # Non-overlapping windows that tile the whole input write every pixel of dx: no zeros needed.
-        tiled = k == s and (k[0] * oh, k[1] * ow) == padded_shape[2:]
-
-        def backward(dy: np.ndarray) -> np.ndarray:
-            dxp = (_empty if tiled else _zeros)(padded_shape, dy.dtype, batch_last)
-            for off in range(offsets):
-                i, j = divmod(off, k[1])
-                part = dxp[:, :, i:i + s[0] * (oh - 1) + 1:s[0], j:j + s[1] * (ow - 1) + 1:s[1]]
-                if overlapping:
-                    np.add(part, dy, out=part, where=arg == off)
-                else:
-                    np.multiply(dy, arg == off, out=part)
-            return _crop(dxp, pads, h, w)
-
-        return best, backward
-
-    return _pool_layer(kind, k, s, pads, forward)
+    return _pool_layer(kind, k, s, pads, lambda x: max_pool2d_forward(x, k, s, pads), max_pool2d_backward)
 
 
 def AvgPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding: Any = 0,
@@ -149,47 +241,35 @@ def AvgPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
 
     ``stride`` defaults to ``kernel_size``; zero ``padding`` (at most half the kernel)
     counts in the mean when ``count_include_pad`` (PyTorch's default) and is left out
-    of it otherwise.
+    of it otherwise. The vjp keeps the shape of ``x``, not ``x``.
+
+    >>> y, _ = AvgPool2D(2).apply({}, np.arange(16.0).reshape(1, 1, 4, 4))
+    >>> y[0, 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]])
     """
-    kind, k, s, pads = _pool_args("AvgPool2D", kernel_size, stride, padding)
-    if not count_include_pad:
-        kind = kind[:-1] + ", count_include_pad=False)"
-
-    def forward(x: np.ndarray, oh: int, ow: int) -> Any:
-        n, c, h, w = x.shape
-        xp = pad2d(x, pads)
-        if count_include_pad or not any(pads):
-            div: Any = x.dtype.type(k[0] * k[1])
-        else:
-            ones = pad2d(np.ones((1, 1, h, w), x.dtype), pads)
-            div = windows(ones, k, s).sum(axis=(2, 3))
-        v = windows(xp, k, s)
-        total = v[:, :, 0, 0].copy()
-        for off in range(1, k[0] * k[1]):
-            total += v[:, :, off // k[1], off % k[1]]
-        y = total / div
-        x_shape = x.shape  # the vjp keeps the shape of x, not x
-
-        def backward(dy: np.ndarray) -> np.ndarray:
-            share = (dy / div).transpose(1, 2, 3, 0)[:, None, None]  # (C, 1, 1, OH, OW, N)
-            return col2img(np.broadcast_to(share, (c, *k, oh, ow, n)), x_shape, k, s, pads)
-
-        return y, backward
-
-    return _pool_layer(kind, k, s, pads, forward)
+    kind, k, s, pads = _pool_args("AvgPool2D", kernel_size, stride, padding,
+                                  (("count_include_pad", count_include_pad, True),))
+    include_pad = validate.boolean(kind, "count_include_pad", count_include_pad)
+    return _pool_layer(kind, k, s, pads, lambda x: avg_pool2d_forward(x, k, s, pads, include_pad),
+                       avg_pool2d_backward)
 
 
 def GlobalAvgPool2D() -> Layer:
-    """Mean over the whole spatial extent: ``(N, C, H, W) -> (N, C)``."""
+    """Mean over the whole spatial extent: ``(N, C, H, W) -> (N, C)``. The vjp keeps the shape
+    of ``x``, not ``x``.
+
+    >>> y, _ = GlobalAvgPool2D().apply({}, np.arange(8.0).reshape(1, 2, 2, 2))
+    >>> y
+    array([[1.5, 5.5]])
+    """
     kind = "GlobalAvgPool2D()"
 
-    def forward(x: np.ndarray) -> Any:
+    def forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
         check_nchw(kind, x)
-        h, w = x.shape[2:]
-        if h * w == 0:
+        if x.shape[2] * x.shape[3] == 0:
             raise ValueError(f"{kind}: input has an empty spatial extent, shape {x.shape}")
-        y = x.mean(axis=(2, 3))
-        x_shape = x.shape  # the vjp keeps the shape of x, not x
-        return y, lambda dy: np.broadcast_to((dy / (h * w))[:, :, None, None], x_shape).copy()
+        y, x_shape = global_avg_pool2d_forward(x)
+        return y, lambda dy: global_avg_pool2d_backward(x_shape, dy)
 
     return parameterless(kind, forward)

@@ -38,6 +38,11 @@ input ``[x_t; 1; h_{t-1}]``. Its backward likewise gets ``dw_ih``, the bias
 gradient and ``dw_hh`` from one product per step. The vjp is backpropagation
 through time over the values cached by the forward, never recomputing it; with
 ``need_dx=False`` the first layer skips the input's gradient.
+
+The maths is module-level: each cell's forward and backward, then
+:func:`recurrent_forward` and :func:`recurrent_backward` for a stack of layers and
+directions (and ``last_step_*``, ``mean_over_time_*`` for the reductions); the
+constructors validate their arguments, check the input, and close over the cache.
 """
 
 from __future__ import annotations
@@ -49,9 +54,11 @@ from typing import Any
 import numpy as np
 
 from fnn import random as _random
+from fnn import validate
 from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer, parameterless
 
-__all__ = ["RNN", "LSTM", "GRU", "LastStep", "MeanOverTime"]
+__all__ = ["RNN", "LSTM", "GRU", "LastStep", "MeanOverTime", "recurrent_forward", "recurrent_backward",
+           "last_step_forward", "last_step_backward", "mean_over_time_forward", "mean_over_time_backward"]
 
 Arr = np.ndarray
 
@@ -277,36 +284,135 @@ _CELLS: dict[str, tuple[int, int, Any, Any]] = {
 }
 
 
-def _recurrent(name: str, cell: str, hidden_size: int, num_layers: int, bidirectional: bool,
-               batch_first: bool, extra: str = "") -> Layer:
-    for arg, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
-    if not isinstance(batch_first, (bool, np.bool_)):
-        raise TypeError(f"{name}: batch_first must be a bool (True: input (N, T, F); False: time-major "
-                        f"(T, N, F)), got {batch_first!r} of type {type(batch_first).__name__}")
-    batch_first = bool(batch_first)
-    args = [str(hidden_size)] + ([f"num_layers={num_layers}"] if num_layers != 1 else []) + \
-        ([extra] if extra else []) + (["bidirectional=True"] if bidirectional else []) + \
-        ([] if batch_first else ["batch_first=False"])
-    kind = f"{name}({', '.join(args)})"
-    layout = "(N, T, F)" if batch_first else "(T, N, F) (time-major, batch_first=False)"
-    gates, n_states, forward, backward = _CELLS[cell]
-    hid, dirs = int(hidden_size), 2 if bidirectional else 1
-    names = [f"l{layer}{'_reverse' if d else ''}" for layer in range(num_layers) for d in range(dirs)]
-    state_shape = (num_layers * dirs, hid)
+def _names(num_layers: int, dirs: int) -> list[str]:
+    """The params' entries, one per layer and direction: ``"l0"``, ``"l0_reverse"``, ``"l1"``, …"""
+    return [f"l{layer}{'_reverse' if d else ''}" for layer in range(num_layers) for d in range(dirs)]
 
-    def spec(features: int) -> dict[str, dict[str, tuple[int, ...]]]:
-        return {nm: {"w_ih": (features if i < dirs else dirs * hid, gates * hid), "w_hh": (hid, gates * hid),
-                     "b_ih": (gates * hid,), "b_hh": (gates * hid,)} for i, nm in enumerate(names)}
 
-    def split_input(x: Any) -> tuple[Any, tuple[Any, ...] | None]:
-        if isinstance(x, tuple):
-            if len(x) != 1 + n_states:
-                want = "(x, h0, c0)" if n_states == 2 else "(x, h0)"
-                raise ValueError(f"{kind}: a tuple input must be {want}, got a tuple of {len(x)}")
-            return x[0], x[1:]
-        return x, None
+def _param_shapes(cell: str, features: int, hid: int, num_layers: int, dirs: int
+                  ) -> dict[str, dict[str, tuple[int, ...]]]:
+    gates = _CELLS[cell][0]
+    return {nm: {"w_ih": (features if i < dirs else dirs * hid, gates * hid), "w_hh": (hid, gates * hid),
+                 "b_ih": (gates * hid,), "b_hh": (gates * hid,)} for i, nm in enumerate(_names(num_layers, dirs))}
+
+
+def recurrent_forward(params: dict[str, dict[str, Arr]], seq: Arr, states: tuple[Arr, ...], cell: str,
+                      num_layers: int, bidirectional: bool, batch_first: bool) -> tuple[Arr, Any]:
+    """A stack of ``num_layers`` recurrent layers of ``cell`` (``"rnn_tanh"``, ``"rnn_relu"``,
+    ``"lstm"`` or ``"gru"``), each one direction or two.
+
+    ``seq: (N, T, F)`` (``(T, N, F)`` unless ``batch_first``) and ``states``, one ``(N,
+    num_layers * num_directions, H)`` array per state (``h``, or ``h`` and ``c``) ->
+    ``(y: (N, T, D * H)`` (``(T, N, D * H)``), a fresh array, the cache for :func:`recurrent_backward`).
+    """
+    forward = _CELLS[cell][2]
+    dirs = 2 if bidirectional else 1
+    names = _names(num_layers, dirs)
+    inp = seq.transpose(1, 0, 2) if batch_first else seq
+    caches = []
+    for layer in range(num_layers):
+        outs = []
+        for d in range(dirs):
+            idx = layer * dirs + d
+            st = tuple(s[:, idx] for s in states)
+            hs, cache = forward(params[names[idx]], inp[::-1] if d else inp, st)
+            outs.append(hs[::-1] if d else hs)
+            caches.append(cache)
+        inp = np.concatenate(outs, axis=2) if dirs == 2 else outs[0]
+    # A fresh array either way: a cell's hs may be a view of its cache.
+    y = _batch_first(inp) if batch_first else np.array(inp, order="C")
+    return y, (params, caches, cell, num_layers, dirs, batch_first, states[0].shape)
+
+
+def recurrent_backward(cache: Any, dy: Arr, need_dx: bool = True
+                       ) -> tuple[dict[str, dict[str, Arr]], Arr | None, tuple[Arr, ...]]:
+    """Backpropagation through time of :func:`recurrent_forward`: ``dy`` (the shape of ``y``) ->
+    ``(grads`` (the structure of ``params``), ``dseq`` (the shape of ``seq``; ``None`` unless
+    ``need_dx``), the initial states' gradients ``(N, num_layers * num_directions, H)``)."""
+    params, caches, cell, num_layers, dirs, batch_first, state_shape = cache
+    _, n_states, _, backward = _CELLS[cell]
+    names = _names(num_layers, dirs)
+    hid = state_shape[-1]
+    grads: dict[str, Any] = {}
+    dstates = tuple(np.empty(state_shape, dy.dtype) for _ in range(n_states))
+    d_out = dy.transpose(1, 0, 2) if batch_first else dy
+    for layer in range(num_layers - 1, -1, -1):
+        d_in: Any = None
+        for d in range(dirs):
+            idx = layer * dirs + d
+            part = d_out[:, :, d * hid:(d + 1) * hid]
+            g, dxt, dst = backward(params[names[idx]], caches[idx], part[::-1] if d else part,
+                                   need_dx or layer > 0)  # the first layer's dx only if asked
+            grads[names[idx]] = g
+            if dxt is not None:
+                dxt = dxt[::-1] if d else dxt
+                d_in = dxt if d_in is None else d_in + dxt
+            for full, s in zip(dstates, dst):
+                full[:, idx] = s
+        d_out = d_in
+    grads = {nm: grads[nm] for nm in names}
+    if not need_dx:
+        return grads, None, dstates
+    return grads, np.ascontiguousarray(d_out.transpose(1, 0, 2) if batch_first else d_out), dstates
+
+
+def _sequence_and_states(kind: str, x: Any, params: Any, cell: str, hid: int, num_layers: int, dirs: int,
+                         batch_first: bool) -> tuple[Arr, tuple[Arr, ...], bool]:
+    """``x``, a sequence or ``(seq, *states)``, checked against the layer and ``params``: ``(seq,
+    states, given)``, with zero states where none were given."""
+    n_states = _CELLS[cell][1]
+    if isinstance(x, tuple) and len(x) != 1 + n_states:
+        want = "(x, h0, c0)" if n_states == 2 else "(x, h0)"
+        raise ValueError(f"{kind}: a tuple input must be {want}, got a tuple of {len(x)}")
+    seq, given = (x[0], x[1:]) if isinstance(x, tuple) else (x, None)
+    if seq.ndim != 3:
+        layout = "(N, T, F)" if batch_first else "(T, N, F) (time-major, batch_first=False)"
+        raise ValueError(f"{kind}: input must be {layout}, got shape {seq.shape}")
+    n, steps, features = seq.shape if batch_first else (seq.shape[1], seq.shape[0], seq.shape[2])
+    if steps == 0:
+        raise ValueError(f"{kind}: input has no time steps (T = 0), shape {seq.shape}")
+    names = _names(num_layers, dirs)
+    if not isinstance(params, dict) or set(params) != set(names):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"{kind}: params has entries {got} but this layer expects {names} "
+                         f"(params from a different architecture?)")
+    for nm, spec in _param_shapes(cell, features, hid, num_layers, dirs).items():
+        check_params(f"{kind} params[{nm!r}]", params[nm], spec, seq.dtype)
+    state_shape = (n, num_layers * dirs, hid)
+    if given is None:
+        return seq, tuple(np.zeros(state_shape, seq.dtype) for _ in range(n_states)), False
+    for s in given:
+        if s.shape != state_shape or s.dtype != seq.dtype:
+            hint = "" if batch_first else (" (states stay batch first, (N, num_layers * num_directions, H), "
+                                           "with batch_first=False)")
+            raise ValueError(f"{kind}: initial states must be {seq.dtype} arrays of shape "
+                             f"{state_shape}, got {s.dtype} {s.shape}{hint}")
+    return seq, tuple(given), True
+
+
+def _kind(name: str, hidden_size: Any, num_layers: Any, nonlinearity: Any, bidirectional: Any,
+          batch_first: Any) -> str:
+    """``name(hidden_size, ...)`` naming each other argument that is not its default (of the
+    default's type: given the arguments as passed, it shows a bad one)."""
+    options = [("num_layers", num_layers, 1), ("nonlinearity", nonlinearity, "tanh"),
+               ("bidirectional", bidirectional, False), ("batch_first", batch_first, True)]
+    shown = [f"{arg}={value!r}" for arg, value, default in options
+             if (arg != "nonlinearity" or name == "RNN") and (type(value) is not type(default) or value != default)]
+    return f"{name}({', '.join([repr(hidden_size), *shown])})"
+
+
+def _recurrent(name: str, hidden_size: int, num_layers: int, nonlinearity: str, bidirectional: bool,
+               batch_first: bool) -> Layer:
+    where = _kind(name, hidden_size, num_layers, nonlinearity, bidirectional, batch_first)
+    hid = validate.integer(where, "hidden_size", hidden_size, low=1)
+    num_layers = validate.integer(where, "num_layers", num_layers, low=1)
+    if name == "RNN":
+        nonlinearity = validate.choice(where, "nonlinearity", nonlinearity, ("tanh", "relu"))
+    bidirectional = validate.boolean(where, "bidirectional", bidirectional)
+    batch_first = validate.boolean(where, "batch_first", batch_first)
+    kind = _kind(name, hid, num_layers, nonlinearity, bidirectional, batch_first)
+    cell = f"rnn_{nonlinearity}" if name == "RNN" else name.lower()
+    dirs = 2 if bidirectional else 1
 
     def init(key: _random.Key, shape: Any, dtype: np.dtype) -> dict[str, dict[str, Arr]]:
         seq_shape = shape[0] if shape and isinstance(shape[0], tuple) else shape
@@ -314,74 +420,19 @@ def _recurrent(name: str, cell: str, hidden_size: int, num_layers: int, bidirect
             raise ValueError(f"{kind}: init shape must be (T, F) with F > 0 (one sequence, no batch axis), "
                              f"got {seq_shape}")
         bound = 1 / math.sqrt(hid)
-        shapes = spec(seq_shape[1])
-        keys = iter(_random.split(key, 4 * len(names)))
-        return {nm: {k: _random.uniform(next(keys), s, dtype, -bound, bound) for k, s in sorted(shapes[nm].items())}
-                for nm in names}
+        shapes = _param_shapes(cell, seq_shape[1], hid, num_layers, dirs)
+        keys = iter(_random.split(key, 4 * len(shapes)))
+        return {nm: {k: _random.uniform(next(keys), s, dtype, -bound, bound) for k, s in sorted(spec.items())}
+                for nm, spec in shapes.items()}
 
     def apply(params: Any, x: Any, opts: Options) -> Any:
-        seq, given = split_input(x)
-        if seq.ndim != 3:
-            raise ValueError(f"{kind}: input must be {layout}, got shape {seq.shape}")
-        n, steps, features = seq.shape if batch_first else (seq.shape[1], seq.shape[0], seq.shape[2])
-        if steps == 0:
-            raise ValueError(f"{kind}: input has no time steps (T = 0), shape {seq.shape}")
-        if not isinstance(params, dict) or set(params) != set(names):
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(f"{kind}: params has entries {got} but this layer expects {names} "
-                             f"(params from a different architecture?)")
-        shapes = spec(features)
-        for nm in names:
-            check_params(f"{kind} params[{nm!r}]", params[nm], shapes[nm], seq.dtype)
-        if given is None:
-            states = [np.zeros((n, *state_shape), seq.dtype) for _ in range(n_states)]
-        else:
-            states = list(given)
-            for s in states:
-                if s.shape != (n, *state_shape) or s.dtype != seq.dtype:
-                    hint = "" if batch_first else (" (states stay batch first, (N, num_layers * num_directions, H), "
-                                                   "with batch_first=False)")
-                    raise ValueError(f"{kind}: initial states must be {seq.dtype} arrays of shape "
-                                     f"{(n, *state_shape)}, got {s.dtype} {s.shape}{hint}")
-        inp = seq.transpose(1, 0, 2) if batch_first else seq
-        caches = []
-        for layer in range(num_layers):
-            outs = []
-            for d in range(dirs):
-                idx = layer * dirs + d
-                st = tuple(s[:, idx] for s in states)
-                hs, cache = forward(params[names[idx]], inp[::-1] if d else inp, st)
-                outs.append(hs[::-1] if d else hs)
-                caches.append(cache)
-            inp = np.concatenate(outs, axis=2) if dirs == 2 else outs[0]
-        # A fresh array either way: a cell's hs may be a view of its cache.
-        y = _batch_first(inp) if batch_first else np.array(inp, order="C")
+        seq, states, given = _sequence_and_states(kind, x, params, cell, hid, num_layers, dirs, batch_first)
+        y, cache = recurrent_forward(params, seq, states, cell, num_layers, bidirectional, batch_first)
         out = like(y)
 
-        def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
-            dy = check_cotangent(kind, dy, out)
-            grads: dict[str, Any] = {}
-            dstates = [np.empty((n, *state_shape), seq.dtype) for _ in range(n_states)]
-            d_out = dy.transpose(1, 0, 2) if batch_first else dy
-            for layer in range(num_layers - 1, -1, -1):
-                d_in: Any = None
-                for d in range(dirs):
-                    idx = layer * dirs + d
-                    part = d_out[:, :, d * hid:(d + 1) * hid]
-                    g, dxt, dst = backward(params[names[idx]], caches[idx], part[::-1] if d else part,
-                                           need_dx or layer > 0)  # the first layer's dx only if asked
-                    grads[names[idx]] = g
-                    if dxt is not None:
-                        dxt = dxt[::-1] if d else dxt
-                        d_in = dxt if d_in is None else d_in + dxt
-                    for full, s in zip(dstates, dst):
-                        full[:, idx] = s
-                d_out = d_in
-            grads = {nm: grads[nm] for nm in names}
-            if not need_dx:
-                return grads, None
-            dseq = np.ascontiguousarray(d_out.transpose(1, 0, 2) if batch_first else d_out)
-            return grads, dseq if given is None else (dseq, *dstates)
+        def vjp(dy: Arr, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
+            grads, dseq, dstates = recurrent_backward(cache, check_cotangent(kind, dy, out), need_dx)
+            return grads, (dseq, *dstates) if given and dseq is not None else dseq
 
         return y, vjp
 
@@ -397,12 +448,16 @@ def RNN(hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh", bidir
     ``x: (T, N, F) -> y: (T, N, H)``; note that fnn's default is ``True``, PyTorch's
     ``False``. The input may be ``(x, h0)`` with ``h0: (N, num_layers * num_directions, H)``
     in either layout. ``init(key, (T, F))`` takes one sequence's shape either way. See
-    the module docstring for initial states and params.
+    the module docstring for initial states and params. ``hidden_size`` and ``num_layers``
+    are ints ``>= 1``, ``nonlinearity`` ``"tanh"`` or ``"relu"``, ``bidirectional`` and
+    ``batch_first`` ``True`` or ``False``.
+
+    >>> rnn = RNN(4, nonlinearity="relu")
+    >>> y, vjp = rnn.apply(rnn.init(fnn.random.key(0), (5, 3)), np.ones((2, 5, 3), np.float32))
+    >>> y.shape
+    (2, 5, 4)
     """
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    extra = "" if nonlinearity == "tanh" else "nonlinearity='relu'"
-    return _recurrent("RNN", f"rnn_{nonlinearity}", hidden_size, num_layers, bidirectional, batch_first, extra)
+    return _recurrent("RNN", hidden_size, num_layers, nonlinearity, bidirectional, batch_first)
 
 
 def LSTM(hidden_size: int, num_layers: int = 1, bidirectional: bool = False, batch_first: bool = True) -> Layer:
@@ -414,14 +469,15 @@ def LSTM(hidden_size: int, num_layers: int = 1, bidirectional: bool = False, bat
     ``x: (T, N, F) -> y: (T, N, H)``; note that fnn's default is ``True``, PyTorch's
     ``False``. The input may be ``(x, h0, c0)`` with states ``(N, num_layers *
     num_directions, H)`` in either layout. ``init(key, (T, F))`` takes one sequence's
-    shape either way. The four gates share one matrix product per step.
+    shape either way. The four gates share one matrix product per step. ``hidden_size``
+    and ``num_layers`` are ints ``>= 1``, ``bidirectional`` and ``batch_first`` ``True`` or ``False``.
 
     >>> lstm = LSTM(8)
     >>> params = lstm.init(fnn.random.key(0), (5, 3))
     >>> params["l0"]["w_hh"].shape
     (8, 32)
     """
-    return _recurrent("LSTM", "lstm", hidden_size, num_layers, bidirectional, batch_first)
+    return _recurrent("LSTM", hidden_size, num_layers, "tanh", bidirectional, batch_first)
 
 
 def GRU(hidden_size: int, num_layers: int = 1, bidirectional: bool = False, batch_first: bool = True) -> Layer:
@@ -433,8 +489,35 @@ def GRU(hidden_size: int, num_layers: int = 1, bidirectional: bool = False, batc
     ``x: (T, N, F) -> y: (T, N, H)``; note that fnn's default is ``True``, PyTorch's
     ``False``. The input may be ``(x, h0)`` with ``h0: (N, num_layers * num_directions, H)``
     in either layout. ``init(key, (T, F))`` takes one sequence's shape either way.
+    ``hidden_size`` and ``num_layers`` are ints ``>= 1``, ``bidirectional`` and
+    ``batch_first`` ``True`` or ``False``.
+
+    >>> GRU(4, bidirectional=True).init(fnn.random.key(0), (5, 3))["l0_reverse"]["w_ih"].shape
+    (3, 12)
     """
-    return _recurrent("GRU", "gru", hidden_size, num_layers, bidirectional, batch_first)
+    return _recurrent("GRU", hidden_size, num_layers, "tanh", bidirectional, batch_first)
+
+
+def last_step_forward(x: Arr) -> tuple[Arr, tuple[int, ...]]:
+    """``x: (N, T, F) -> y: (N, F)``, the last time step (a copy); the cache is ``x``'s shape, not ``x``."""
+    return x[:, -1].copy(), x.shape
+
+
+def last_step_backward(shape: tuple[int, ...], dy: Arr) -> Arr:
+    """``dy: (N, F) -> dx: (N, T, F)``, zero but at the last step."""
+    dx = np.zeros(shape, dy.dtype)
+    dx[:, -1] = dy
+    return dx
+
+
+def mean_over_time_forward(x: Arr) -> tuple[Arr, int]:
+    """``x: (N, T, F) -> y: (N, F)``, the mean over time; the cache is ``T``."""
+    return x.mean(axis=1), x.shape[1]
+
+
+def mean_over_time_backward(steps: int, dy: Arr) -> Arr:
+    """``dy: (N, F) -> dx: (N, T, F)``, ``dy / T`` at every step."""
+    return np.repeat((dy / steps)[:, None], steps, axis=1)
 
 
 def _check_sequence(kind: str, x: Any) -> None:
@@ -447,14 +530,8 @@ def LastStep() -> Layer:
 
     def forward(x: Arr) -> Any:
         _check_sequence("LastStep()", x)
-        shape = x.shape  # the vjp keeps the shape, not x
-
-        def backward(dy: Arr) -> Arr:
-            dx = np.zeros(shape, dy.dtype)
-            dx[:, -1] = dy
-            return dx
-
-        return x[:, -1].copy(), backward
+        y, cache = last_step_forward(x)
+        return y, lambda dy: last_step_backward(cache, dy)
 
     return parameterless("LastStep()", forward)
 
@@ -464,7 +541,7 @@ def MeanOverTime() -> Layer:
 
     def forward(x: Arr) -> Any:
         _check_sequence("MeanOverTime()", x)
-        steps = x.shape[1]
-        return x.mean(axis=1), lambda dy: np.repeat((dy / steps)[:, None], steps, axis=1)
+        y, cache = mean_over_time_forward(x)
+        return y, lambda dy: mean_over_time_backward(cache, dy)
 
     return parameterless("MeanOverTime()", forward)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fnn import random
-from fnn.layers import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from fnn.layers import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh, activations
 
 
 def run(layer, x, dy=None):
@@ -122,10 +122,22 @@ def test_softmax_family_kinds(constructor):
 
 
 @pytest.mark.parametrize("constructor", [Softmax, LogSoftmax])
-@pytest.mark.parametrize("axis", ["a", 1.0, True, None])
+@pytest.mark.parametrize("axis", ["a", "1", 1.0, True, np.bool_(True), None])
 def test_softmax_family_non_int_axis_raises(constructor, axis):
-    with pytest.raises(TypeError, match=f"{constructor.__name__}: axis must be an int, got {axis!r}"):
+    """Strings and bools are not ints: a TypeError whose message starts with the layer's kind."""
+    name = constructor.__name__
+    msg = f"{name}(axis={axis!r}): axis must be an int, got {type(axis).__name__} {axis!r}"
+    with pytest.raises(TypeError, match="^" + re.escape(msg)):
         constructor(axis=axis)
+
+
+@pytest.mark.parametrize("constructor", [Softmax, LogSoftmax])
+def test_softmax_family_takes_numpy_int_axes(constructor):
+    name = constructor.__name__
+    assert constructor(axis=np.int64(-1)).kind == f"{name}()"
+    assert constructor(axis=np.int32(1)).kind == f"{name}(axis=1)"
+    y, _ = run(constructor(axis=np.int8(1)), [[0.0, 0.0]])
+    assert y.shape == (1, 2)
 
 
 @pytest.mark.parametrize("constructor", [Softmax, LogSoftmax])
@@ -136,16 +148,44 @@ def test_softmax_family_axis_that_is_not_a_feature_axis_raises(constructor, axis
         constructor(axis=axis).apply({}, np.ones(shape, np.float32))
 
 
-@pytest.mark.parametrize("slope", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("slope", [math.nan, math.inf, -math.inf, np.float32(np.nan)])
 def test_leaky_relu_non_finite_slope_raises(slope):
-    with pytest.raises(ValueError, match="LeakyReLU: slope must be a finite number"):
+    with pytest.raises(ValueError, match=r"^" + re.escape(f"LeakyReLU({slope!r}): slope must be a finite number")):
         LeakyReLU(slope)
 
 
-@pytest.mark.parametrize("slope", ["0.1", None, [0.1], True])
+@pytest.mark.parametrize("slope", ["0.1", None, [0.1], True, np.bool_(False)])
 def test_leaky_relu_slope_of_wrong_type_raises(slope):
-    with pytest.raises(TypeError, match="LeakyReLU: slope must be a number"):
+    """A string or a bool is not a number: TypeError, starting with the layer's kind."""
+    msg = f"LeakyReLU({slope!r}): slope must be a number, got {type(slope).__name__}"
+    with pytest.raises(TypeError, match="^" + re.escape(msg)):
         LeakyReLU(slope)
+
+
+@pytest.mark.parametrize("slope", [np.float32(0.25), np.float64(0.25), np.int64(0), 0])
+def test_leaky_relu_takes_numpy_scalars_and_ints(slope):
+    layer = LeakyReLU(slope)
+    assert layer.kind == f"LeakyReLU({float(slope)})"
+    y, dx = run(layer, [[-4.0, 2.0]])
+    assert y.tolist() == [[-4.0 * float(slope), 2.0]] and dx.tolist() == [[float(slope), 1.0]]
+
+
+def test_module_level_functions_are_the_maths():
+    """Each layer runs its <layer>_forward(x) -> (y, cache) and <layer>_backward(cache, dy) -> dx."""
+    x = np.array([[-1.5, 0.0, 2.0]])
+    dy = np.array([[1.0, 2.0, 3.0]])
+    for layer, forward, backward, args in [
+        (ReLU(), activations.relu_forward, activations.relu_backward, ()),
+        (LeakyReLU(0.1), activations.leaky_relu_forward, activations.leaky_relu_backward, (0.1,)),
+        (Sigmoid(), activations.sigmoid_forward, activations.sigmoid_backward, ()),
+        (Tanh(), activations.tanh_forward, activations.tanh_backward, ()),
+        (Softmax(), activations.softmax_forward, activations.softmax_backward, (-1,)),
+        (LogSoftmax(), activations.log_softmax_forward, activations.log_softmax_backward, (-1,)),
+    ]:
+        y, cache = forward(x, *args)
+        got_y, vjp = layer.apply({}, x)
+        assert got_y.tolist() == y.tolist(), layer
+        assert vjp(dy)[1].tolist() == backward(cache, dy, *args).tolist(), layer
 
 
 @pytest.mark.parametrize("layer", [ReLU(), LeakyReLU(), Sigmoid(), Tanh(), Softmax(), LogSoftmax()])

@@ -364,7 +364,8 @@ def test_kernel_larger_than_the_padded_input():
     ({"padding": ((0, 1), (-1, 0))}, "padding must be >= 0"),
     ({"padding": "full"}, "padding must be"),
     ({"dx_method": "fft"}, "dx_method must be one of"),
-    ({"out_channels": 0}, "out_channels must be a positive int"),
+    ({"out_channels": 0}, r"^Conv2D\(0, 3\): out_channels must be >= 1, got 0$"),
+    ({"out_channels": np.int64(-2)}, r"^Conv2D\(np.int64\(-2\), 3\): out_channels must be >= 1, got -2$"),
 ])
 def test_bad_constructor_arguments_raise_value_error(kwargs, match):
     args = {"out_channels": 2, "kernel_size": 3, **kwargs}
@@ -377,6 +378,48 @@ def test_bad_constructor_arguments_raise_value_error(kwargs, match):
 def test_non_int_arguments_raise_type_error(kwargs):
     with pytest.raises(TypeError, match="must be an int or a pair of ints"):
         Conv2D(**{"out_channels": 2, "kernel_size": 3, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"out_channels": True}, r"^Conv2D\(True, 3\): out_channels must be an int, got bool True$"),
+    ({"out_channels": np.True_}, "out_channels must be an int, got bool"),
+    ({"kernel_size": True}, r"^Conv2D\(2, True\): kernel_size must be an int or a pair of ints, got True$"),
+    ({"stride": (1, False)}, "stride must be an int or a pair of ints"),
+    ({"padding": True}, "padding must be an int or a pair of ints"),
+    ({"bias": 1}, r"^Conv2D\(2, 3, bias=1\): bias must be True or False, got int 1$"),
+])
+def test_bool_for_an_int_and_int_for_a_bool_raise_type_error(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        Conv2D(**{"out_channels": 2, "kernel_size": 3, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"out_channels": "2"}, r"^Conv2D\('2', 3\): out_channels must be an int, got str '2'$"),
+    ({"kernel_size": "3"}, r"^Conv2D\(2, '3'\): kernel_size must be an int or a pair of ints, got '3'$"),
+    ({"stride": "1"}, "stride must be an int or a pair of ints, got '1'"),
+    ({"dilation": ("1", 1)}, "dilation must be an int or a pair of ints"),
+    ({"bias": "False"}, "bias must be True or False, got str 'False'"),
+    ({"dx_method": None}, r"dx_method must be one of \['col2img', 'flipped'\], got NoneType None"),
+])
+def test_strings_and_other_objects_raise_type_error(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        Conv2D(**{"out_channels": 2, "kernel_size": 3, **kwargs})
+
+
+def test_numpy_scalar_arguments_are_accepted():
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6))
+    plain = Conv2D(4, (3, 2), stride=2, padding=((1, 0), (1, 1)), dilation=(1, 2), bias=True)
+    numpy = Conv2D(np.int64(4), (np.int32(3), np.uint8(2)), stride=np.int16(2),
+                   padding=((np.int64(1), 0), (np.int8(1), np.int64(1))), dilation=(np.int64(1), 2), bias=np.True_)
+    params = plain.init(KEY, (3, 7, 6), np.float64)
+    assert numpy.init(KEY, (3, 7, 6), np.float64)["w"].tobytes() == params["w"].tobytes()
+    (y, vjp), (y2, vjp2) = plain.apply(params, x), numpy.apply(params, x)
+    np.testing.assert_array_equal(y2, y)
+    dy = np.ones(y.shape)
+    for a, b in zip(fnn.tree.leaves(vjp(dy)), fnn.tree.leaves(vjp2(dy))):
+        np.testing.assert_array_equal(a, b)
+    assert numpy.kind.startswith("Conv2D(4, ")
+    assert Conv2D(2, 3, bias=np.False_).init(KEY, (1, 4, 4)).keys() == {"w"}
 
 
 def test_bad_inputs():

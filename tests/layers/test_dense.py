@@ -87,14 +87,45 @@ def test_custom_initializers_get_distinct_keys():
     assert params["w"].dtype == np.float64
 
 
-@pytest.mark.parametrize("out", [0, -1, 2.5, True, "3", None])
-def test_bad_out_features_raise(out):
-    with pytest.raises(ValueError, match="Dense: out_features must be a positive int"):
+@pytest.mark.parametrize("out, match", [
+    (0, r"^Dense\(0\): out_features must be >= 1, got 0$"),
+    (-1, r"^Dense\(-1\): out_features must be >= 1, got -1$"),
+    (np.int64(-3), r"^Dense\(np.int64\(-3\)\): out_features must be >= 1, got -3$"),
+])
+def test_nonpositive_out_features_raise_value_error(out, match):
+    with pytest.raises(ValueError, match=match):
         Dense(out)
 
 
-def test_numpy_int_out_features_are_accepted():
-    assert Dense(np.int64(3)).init(KEY, (2,))["w"].shape == (2, 3)
+@pytest.mark.parametrize("out, match", [
+    (2.5, r"^Dense\(2.5\): out_features must be an int, got float 2.5$"),
+    (3.0, "out_features must be an int, got float 3.0"),
+    (True, r"^Dense\(True\): out_features must be an int, got bool True$"),
+    (np.True_, "out_features must be an int, got bool"),
+    ("3", r"^Dense\('3'\): out_features must be an int, got str '3'$"),
+    (None, "out_features must be an int, got NoneType None"),
+])
+def test_out_features_of_another_kind_raise_type_error(out, match):
+    with pytest.raises(TypeError, match=match):
+        Dense(out)
+
+
+@pytest.mark.parametrize("bias, match", [
+    (1, r"^Dense\(3, bias=1\): bias must be True or False, got int 1$"),
+    ("False", "bias must be True or False, got str 'False'"),
+    (None, "bias must be True or False, got NoneType None"),
+])
+def test_bias_must_be_a_bool(bias, match):
+    with pytest.raises(TypeError, match=match):
+        Dense(3, bias=bias)
+
+
+@pytest.mark.parametrize("out", [np.int64(3), np.int32(3), np.uint8(3), np.int16(3)])
+def test_numpy_int_out_features_are_accepted(out):
+    layer = Dense(out)
+    assert layer.kind == "Dense(3)"
+    assert layer.init(KEY, (2,))["w"].shape == (2, 3)
+    assert Dense(out, bias=np.False_).init(KEY, (2,)).keys() == {"w"}
 
 
 @pytest.mark.parametrize("shape, error, match", [

@@ -2,6 +2,7 @@
 the vjp reuses the mask; finite differences, purity, dtypes and argument errors."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -145,11 +146,34 @@ def test_bad_key_raises():
         Dropout(0.5).apply({}, np.ones((2, 3), np.float32), train=True, key=np.array([1, 2, 3]))
 
 
-@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, float("nan"), float("inf"), -math.inf, True, False, "0.5",
-                                  None, np.float64("nan")])
-def test_rate_outside_zero_one_nan_or_bool_raises(rate):
-    with pytest.raises(ValueError, match=r"Dropout: rate is the probability of dropping and must be in \[0, 1\)"):
+@pytest.mark.parametrize("rate", [-0.1, 1, 1.0, 1.5, np.float32(1.0), -1e-300])
+def test_rate_outside_zero_one_raises_value_error(rate):
+    match = rf"^Dropout\({re.escape(repr(rate))}\): rate \(the probability of dropping\) must be in \[0, 1\), got "
+    with pytest.raises(ValueError, match=match):
         Dropout(rate)
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), -math.inf, np.float64("nan")])
+def test_rate_nan_or_inf_raises_value_error(rate):
+    with pytest.raises(ValueError, match=r"^Dropout\(.*\): rate \(the probability of dropping\) must be a finite "):
+        Dropout(rate)
+
+
+@pytest.mark.parametrize("rate, got", [(True, "bool True"), (False, "bool False"), (np.True_, "bool"),
+                                       ("0.5", "str '0.5'"), (None, "NoneType None"), ([0.5], "list")])
+def test_rate_of_another_kind_raises_type_error(rate, got):
+    match = rf"^Dropout\(.*\): rate \(the probability of dropping\) must be a number, got {re.escape(got)}"
+    with pytest.raises(TypeError, match=match):
+        Dropout(rate)
+
+
+@pytest.mark.parametrize("rate", [np.float32(0.25), np.float64(0.5), np.float16(0.5), np.int64(0), 0])
+def test_numpy_scalar_and_int_rates_are_accepted(rate):
+    x = random.normal(random.key(1), (20, 30), np.float32)
+    y, vjp = Dropout(rate).apply({}, x, train=True, key=KEY)
+    want, want_vjp = Dropout(float(rate)).apply({}, x, train=True, key=KEY)
+    assert y.tobytes() == want.tobytes()
+    assert vjp(x)[1].tobytes() == want_vjp(x)[1].tobytes()
 
 
 def test_params_must_be_empty():

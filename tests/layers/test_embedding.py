@@ -99,15 +99,31 @@ def test_bad_inputs(x, error, match):
 
 
 @pytest.mark.parametrize("args, error, match", [
-    ((0, 2), ValueError, r"Embedding\(0, 2\): num_embeddings must be > 0, got 0"),
-    ((3, True), TypeError, r"Embedding\(3, True\): features must be an int, got bool"),
-    ((3.0, 2), TypeError, r"num_embeddings must be an int, got float"),
-    ((3, 2, 3), ValueError, r"Embedding\(3, 2, padding_idx=3\): padding_idx must be in \[-3, 3\), got 3"),
-    ((3, 2, "0"), TypeError, r"padding_idx must be an int or None, got str"),
+    ((0, 2), ValueError, r"^Embedding\(0, 2\): num_embeddings must be >= 1, got 0"),
+    ((3, -1), ValueError, r"^Embedding\(3, -1\): features must be >= 1, got -1"),
+    ((3, True), TypeError, r"^Embedding\(3, True\): features must be an int, got bool True"),
+    ((True, 2), TypeError, r"^Embedding\(True, 2\): num_embeddings must be an int, got bool True"),
+    ((3, 2, np.bool_(False)), TypeError, r"padding_idx must be an int, got bool"),
+    ((3.0, 2), TypeError, r"num_embeddings must be an int, got float 3.0"),
+    (("3", 2), TypeError, r"^Embedding\('3', 2\): num_embeddings must be an int, got str '3'"),
+    ((3, "2"), TypeError, r"features must be an int, got str '2'"),
+    ((3, 2, 3), ValueError, r"^Embedding\(3, 2, padding_idx=3\): padding_idx must be <= 2, got 3"),
+    ((3, 2, -4), ValueError, r"^Embedding\(3, 2, padding_idx=-4\): padding_idx must be >= -3, got -4"),
+    ((3, 2, "0"), TypeError, r"^Embedding\(3, 2, padding_idx='0'\): padding_idx must be an int, got str '0'"),
 ])
 def test_bad_constructor_arguments(args, error, match):
     with pytest.raises(error, match=match):
         Embedding(*args)
+
+
+def test_numpy_integer_arguments_are_accepted():
+    layer = Embedding(np.int64(5), np.int32(2), padding_idx=np.int64(-1))
+    assert layer.kind == "Embedding(5, 2, padding_idx=-1)"
+    params = layer.init(KEY, (3,))
+    assert params["weight"].shape == (5, 2)
+    np.testing.assert_array_equal(params["weight"][4], 0)
+    y, vjp = layer.apply(params, np.array([[4, 0, 4]]))
+    np.testing.assert_array_equal(vjp(np.ones_like(y))[0]["weight"][[0, 4]], [[1, 1], [0, 0]])
 
 
 def test_params_of_another_table_are_refused():

@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import fnn
 from fnn import optim, random, serial, tree
-from fnn.layers import BatchNorm, Dense, LayerNorm, ReLU
+from fnn.layers import BatchNorm, Dense, LayerNorm, ReLU, norm
 from fnn.testing import check_vjp
 
 KEY = random.key(0)
@@ -331,12 +331,54 @@ def test_batchnorm_state_that_is_not_a_dict_raises():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"momentum": -0.1}, "momentum"), ({"momentum": 1.5}, "momentum"), ({"momentum": float("nan")}, "momentum"),
-    ({"eps": 0.0}, "eps"), ({"eps": -1e-5}, "eps"), ({"eps": float("nan")}, "eps"),
+    ({"momentum": -0.1}, r"^BatchNorm\(momentum=-0.1, .*\): momentum must be in \[0, 1\], got -0.1"),
+    ({"momentum": 1.5}, r"momentum must be in \[0, 1\], got 1.5"),
+    ({"momentum": float("nan")}, "momentum must be a finite number, got nan"),
+    ({"eps": 0.0}, r"^BatchNorm\(momentum=0.1, eps=0.0, .*\): eps must be in \(0, inf\], got 0.0"),
+    ({"eps": -1e-5}, "eps must be in"), ({"eps": float("nan")}, "eps must be a finite number"),
+    ({"eps": float("inf")}, "eps must be a finite number"),
 ])
 def test_batchnorm_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BatchNorm(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"momentum": "0.1"}, r"^BatchNorm\(momentum='0.1', eps=1e-05, affine=True, sync=True\): momentum must be a "
+                          r"number, got str '0.1'"),
+    ({"momentum": True}, r"momentum must be a number, got bool True"),
+    ({"eps": "1e-5"}, r"eps must be a number, got str"),
+    ({"eps": np.bool_(True)}, r"eps must be a number, got bool"),
+    ({"affine": "no"}, r"^BatchNorm\(.*affine='no'.*\): affine must be True or False, got str 'no'"),
+    ({"affine": 1}, r"^BatchNorm\(.*affine=1, .*\): affine must be True or False, got int 1"),
+    ({"sync": "False"}, r"sync must be True or False, got str 'False'"),
+])
+def test_batchnorm_arguments_of_the_wrong_kind_raise_type_error(kwargs, match):
+    """Strings and bools are not numbers, and a string or an int is not a bool (a string is always true)."""
+    with pytest.raises(TypeError, match=match):
+        BatchNorm(**kwargs)
+
+
+def test_batchnorm_takes_numpy_scalars():
+    bn = BatchNorm(momentum=np.float64(0.2), eps=np.float32(1e-3), affine=np.bool_(False), sync=np.bool_(True))
+    assert bn.kind == f"BatchNorm(momentum=0.2, eps={float(np.float32(1e-3))!r}, affine=False, sync=True)"
+    assert BatchNorm(momentum=np.float64(0.1), eps=np.float64(1e-5)).kind == "BatchNorm()"
+    out = bn.apply({}, np.array([[1.0], [3.0]]), train=True)
+    np.testing.assert_allclose(out.state["mean"], [0.4])  # 0.8 * 0 + 0.2 * 2
+    assert BatchNorm(momentum=np.int64(1)).kind == "BatchNorm(momentum=1.0, eps=1e-05, affine=True, sync=True)"
+
+
+def test_module_level_batchnorm_functions_are_what_the_layer_runs():
+    bn = BatchNorm(momentum=0.5)
+    x = random.normal(KEY, (4, 3, 2), np.float64)
+    params = {"gamma": np.arange(1.0, 4.0), "beta": np.arange(3.0)}
+    state = {"mean": np.zeros(3), "var": np.ones(3)}
+    out = bn.apply(params, x, train=True, state=state)
+    y, new_state, cache = norm.batch_norm_forward(x, params["gamma"], params["beta"], state, 0.5, 1e-5, True)
+    np.testing.assert_array_equal(out.y, y)
+    assert tree.allclose(out.state, new_state, rtol=0, atol=0)
+    dy = random.normal(random.key(1), x.shape, np.float64)
+    assert tree.allclose(out.vjp(dy), norm.batch_norm_backward(cache, dy, True), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("shape", [(), (0,), (2, 3, 4, 5)])
@@ -462,13 +504,39 @@ def test_layernorm_empty_batch():
     assert dx.shape == (0, 2, 3) and all((g == 0).all() for g in tree.leaves(dparams))
 
 
-@pytest.mark.parametrize("args, match", [
-    ((0,), "normalized_ndim must be an int >= 1"), ((True,), "normalized_ndim"), ((1.0,), "normalized_ndim"),
-    ((1, 0.0), "eps must be > 0"), ((1, float("nan")), "eps"),
+@pytest.mark.parametrize("args, error, match", [
+    ((0,), ValueError, r"^LayerNorm\(0\): normalized_ndim must be >= 1, got 0"),
+    ((True,), TypeError, r"^LayerNorm\(True\): normalized_ndim must be an int, got bool True"),
+    ((1.0,), TypeError, r"^LayerNorm\(1.0\): normalized_ndim must be an int, got float 1.0"),
+    (("1",), TypeError, r"^LayerNorm\('1'\): normalized_ndim must be an int, got str '1'"),
+    ((1, 0.0), ValueError, r"^LayerNorm\(1, eps=0.0, affine=True\): eps must be in \(0, inf\], got 0.0"),
+    ((1, float("nan")), ValueError, "eps must be a finite number"),
+    ((1, "1e-5"), TypeError, "eps must be a number, got str '1e-5'"),
+    ((1, True), TypeError, "eps must be a number, got bool True"),
+    ((1, 1e-5, "yes"), TypeError, r"^LayerNorm\(1, eps=1e-05, affine='yes'\): affine must be True or False, got str"),
 ])
-def test_layernorm_bad_arguments_raise(args, match):
-    with pytest.raises(ValueError, match=match):
+def test_layernorm_bad_arguments_raise(args, error, match):
+    with pytest.raises(error, match=match):
         LayerNorm(*args)
+
+
+def test_layernorm_takes_numpy_scalars():
+    ln = LayerNorm(np.int64(2), eps=np.float64(1e-3), affine=np.bool_(False))
+    assert ln.kind == "LayerNorm(2, eps=0.001, affine=False)"
+    assert LayerNorm(np.int32(1), np.float64(1e-5), np.bool_(True)).kind == "LayerNorm(1)"
+    y, _ = ln.apply({}, np.array([[[1.0, 3.0], [1.0, 3.0]]]))
+    np.testing.assert_allclose(y, [[[-1.0, 1.0], [-1.0, 1.0]]], rtol=1e-3)
+
+
+def test_module_level_layernorm_functions_are_what_the_layer_runs():
+    ln = LayerNorm(2)
+    x = random.normal(KEY, (3, 2, 4), np.float64)
+    params = {"gamma": np.full((2, 4), 2.0), "beta": np.ones((2, 4))}
+    y, vjp = ln.apply(params, x)
+    y2, cache = norm.layer_norm_forward(x, params["gamma"], params["beta"], 2, 1e-5)
+    np.testing.assert_array_equal(y, y2)
+    dy = random.normal(random.key(1), x.shape, np.float64)
+    assert tree.allclose(vjp(dy), norm.layer_norm_backward(cache, dy, True), rtol=0, atol=0)
 
 
 def test_layernorm_bad_shapes_raise():

@@ -410,10 +410,48 @@ def test_bad_constructor_arguments_raise_value_error(pool, kwargs, match):
 
 
 @pytest.mark.parametrize("pool", POOLS)
-@pytest.mark.parametrize("kwargs", [{"kernel_size": 2.0}, {"stride": "2"}, {"padding": (1, 1, 1)}])
+@pytest.mark.parametrize("kwargs", [{"kernel_size": 2.0}, {"stride": "2"}, {"padding": (1, 1, 1)},
+                                    {"kernel_size": "3"}, {"kernel_size": None}, {"stride": (2, "2")}])
 def test_non_int_arguments_raise_type_error(pool, kwargs):
     with pytest.raises(TypeError, match="must be an int or a pair of ints"):
         POOLS[pool](**{"kernel_size": 3, **kwargs})
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("kwargs, match", [
+    ({"kernel_size": True}, r"^{pool}\(True\): kernel_size must be an int or a pair of ints, got True$"),
+    ({"kernel_size": (2, np.False_)}, "kernel_size must be an int or a pair of ints"),
+    ({"stride": True}, r"^{pool}\(3, stride=True\): stride must be an int or a pair of ints, got True$"),
+    ({"padding": False}, "padding must be an int or a pair of ints, got False"),
+])
+def test_bool_for_an_int_raises_type_error(pool, kwargs, match):
+    with pytest.raises(TypeError, match=match.replace("{pool}", pool)):
+        POOLS[pool](**{"kernel_size": 3, **kwargs})
+
+
+@pytest.mark.parametrize("value, match", [
+    (1, r"^AvgPool2D\(3, count_include_pad=1\): count_include_pad must be True or False, got int 1$"),
+    ("False", "count_include_pad must be True or False, got str 'False'"),
+    (None, "count_include_pad must be True or False, got NoneType None"),
+])
+def test_count_include_pad_must_be_a_bool(value, match):
+    with pytest.raises(TypeError, match=match):
+        AvgPool2D(3, count_include_pad=value)
+
+
+@pytest.mark.parametrize("make", [
+    lambda k, s, p: MaxPool2D(k, s, p),
+    lambda k, s, p: AvgPool2D(k, s, p),
+    lambda k, s, p: AvgPool2D(k, s, p, count_include_pad=np.False_),
+])
+def test_numpy_scalar_arguments_are_accepted(make):
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6))
+    plain = make((3, 2), (2, 1), ((1, 0), (1, 1)))
+    numpy = make((np.int64(3), np.uint8(2)), (np.int32(2), 1), ((np.int64(1), 0), (np.int8(1), np.int16(1))))
+    assert numpy.init(KEY, (3, 7, 6)) == {}
+    (y, vjp), (y2, vjp2) = plain.apply({}, x), numpy.apply({}, x)
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(vjp2(np.ones(y.shape))[1], vjp(np.ones(y.shape))[1])
 
 
 @pytest.mark.parametrize("name", ["max", "avg", "global_avg"])

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import fnn
 from fnn import losses, optim, random, tree
-from fnn.layers import GRU, LSTM, RNN, Dense, LastStep, MeanOverTime
+from fnn.layers import GRU, LSTM, RNN, Dense, LastStep, MeanOverTime, recurrent
 from fnn.testing import check_vjp
 
 KEY = random.key(0)
@@ -340,14 +340,18 @@ def test_batch_first_false_init_takes_one_sequence_shape_t_f(cell):
     assert vjp(np.ones(y.shape))[1].shape == (steps, n, features)
 
 
+@pytest.mark.parametrize("option", ["batch_first", "bidirectional"])
 @pytest.mark.parametrize("make_layer", [LSTM, GRU, RNN])
-def test_batch_first_that_is_not_a_bool_raises_type_error(make_layer):
+def test_bool_options_that_are_not_bools_raise_type_error(make_layer, option):
+    """Regression: bidirectional="no" (a true string) silently built a bidirectional layer."""
     name = make_layer.__name__
-    for bad in ("no", 0, 1, None, 1.0):
-        msg = f"{name}: batch_first must be a bool (True: input (N, T, F); False: time-major (T, N, F)), got {bad!r}"
-        with pytest.raises(TypeError, match=re.escape(msg)):
-            make_layer(4, batch_first=bad)
-    assert make_layer(4, batch_first=np.bool_(False)).kind.endswith("batch_first=False)")
+    for bad in ("no", "False", 0, 1, None, 1.0):
+        msg = f"{name}(4, {option}={bad!r}): {option} must be True or False, got {type(bad).__name__} {bad!r}"
+        with pytest.raises(TypeError, match="^" + re.escape(msg)):
+            make_layer(4, **{option: bad})
+    assert make_layer(4, batch_first=np.bool_(False)).kind == f"{name}(4, batch_first=False)"
+    assert make_layer(4, bidirectional=np.bool_(True)).kind == f"{name}(4, bidirectional=True)"
+    assert make_layer(4, bidirectional=np.bool_(False), batch_first=np.bool_(True)).kind == f"{name}(4)"
 
 
 def test_kind_shows_batch_first_false_only_when_set():
@@ -691,19 +695,59 @@ def test_params_from_another_architecture_raise():
 
 @pytest.mark.parametrize("make_layer", [LSTM, GRU, RNN])
 def test_bad_constructor_arguments_raise(make_layer):
+    """Out of range: ValueError; not an int (a bool, a float, a string, None): TypeError. Both start with the kind."""
     name = make_layer.__name__
-    for bad in (0, -1, 2.0, True, None):
-        with pytest.raises(ValueError, match=f"{name}: hidden_size must be a positive int, got {bad!r}"):
+    for bad in (0, -1, np.int64(0)):
+        with pytest.raises(ValueError, match=re.escape(f"{name}({bad!r}): hidden_size must be >= 1, got {bad}")):
             make_layer(bad)
-        with pytest.raises(ValueError, match=f"{name}: num_layers must be a positive int, got {bad!r}"):
+        with pytest.raises(ValueError, match=re.escape(f"{name}(4, num_layers={bad!r}): num_layers must be >= 1, "
+                                                       f"got {bad}")):
             make_layer(4, num_layers=bad)
-    assert make_layer(np.int64(3), num_layers=np.int64(2)).init(KEY, (2, 2))["l1"]["w_hh"].shape[0] == 3
+    for bad in (2.0, True, np.bool_(True), "4", None):
+        got = f"got {type(bad).__name__} {bad!r}"
+        with pytest.raises(TypeError, match="^" + re.escape(f"{name}({bad!r}): hidden_size must be an int, {got}")):
+            make_layer(bad)
+        with pytest.raises(TypeError, match="^" + re.escape(f"{name}(4, num_layers={bad!r}): num_layers must be an "
+                                                            f"int, {got}")):
+            make_layer(4, num_layers=bad)
+
+
+@pytest.mark.parametrize("make_layer", [LSTM, GRU, RNN])
+def test_numpy_integer_arguments_are_accepted(make_layer):
+    name = make_layer.__name__
+    layer = make_layer(np.int64(3), num_layers=np.int32(2))
+    assert layer.kind == f"{name}(3, num_layers=2)"
+    params = layer.init(KEY, (2, 2))
+    assert params["l1"]["w_hh"].shape[0] == 3
+    assert layer.apply(params, np.ones((1, 2, 2), np.float32))[0].shape == (1, 2, 3)
+    assert make_layer(np.uint8(4), num_layers=np.int64(1)).kind == f"{name}(4)"
 
 
 def test_bad_nonlinearity_raises():
-    for bad in ("sigmoid", "Tanh", None):
-        with pytest.raises(ValueError, match=f"RNN: nonlinearity must be 'tanh' or 'relu', got {bad!r}"):
+    for bad in ("sigmoid", "Tanh", ""):
+        msg = f"RNN(4, nonlinearity={bad!r}): nonlinearity must be one of ['tanh', 'relu'], got {bad!r}"
+        with pytest.raises(ValueError, match="^" + re.escape(msg)):
             RNN(4, nonlinearity=bad)
+    for bad in (None, 1, True):
+        msg = f"RNN(4, nonlinearity={bad!r}): nonlinearity must be one of ['tanh', 'relu'], got {type(bad).__name__}"
+        with pytest.raises(TypeError, match="^" + re.escape(msg)):
+            RNN(4, nonlinearity=bad)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("with_states", [False, True])
+def test_module_level_functions_are_what_the_layer_runs(cell, with_states):
+    layer, params, x, states = draw_inputs(cell, 2, 3, 2, 3, 2, True, seed=1)
+    full = np.zeros((2, 4, 3)) if not with_states else None
+    y, vjp = layer.apply(params, (x, *states) if with_states else x)
+    y2, cache = recurrent.recurrent_forward(params, x, states if with_states else (full,) * n_states(cell),
+                                            cell, 2, True, True)
+    np.testing.assert_array_equal(y, y2)
+    dy = random.normal(random.key(2), y.shape, np.float64)
+    grads, dx, dstates = recurrent.recurrent_backward(cache, dy, True)
+    assert tree.allclose(vjp(dy), (grads, (dx, *dstates) if with_states else dx), rtol=0, atol=0)
+    grads_only, none, _ = recurrent.recurrent_backward(cache, dy, False)
+    assert none is None and tree.allclose(grads_only, grads, rtol=0, atol=0)
 
 
 def test_bad_init_shape_raises():

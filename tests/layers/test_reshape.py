@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fnn import output_shape, random
-from fnn.layers import Flatten, Identity
+from fnn.layers import Flatten, Identity, reshape
 
 
 def test_flatten_by_hand():
@@ -45,3 +45,14 @@ def test_identity_by_hand():
     y, vjp = Identity().apply({}, x)
     assert y.dtype == np.float32 and y.tolist() == [[1.5, -2.0]]
     assert vjp(np.array([[3.0, 4.0]], np.float32))[1].tolist() == [[3.0, 4.0]]
+
+
+def test_module_level_functions_are_what_the_layers_run():
+    x = np.arange(24.0).reshape(2, 4, 3).transpose(0, 2, 1)
+    for layer, forward, backward in [(Flatten(), reshape.flatten_forward, reshape.flatten_backward),
+                                     (Identity(), reshape.identity_forward, reshape.identity_backward)]:
+        y, vjp = layer.apply({}, x)
+        y2, cache = forward(x)
+        dx = backward(cache, y2 * 2)
+        assert y.tolist() == y2.tolist() and vjp(y * 2)[1].tolist() == dx.tolist() == (x * 2).tolist()
+        assert dx.strides == vjp(y * 2)[1].strides
