@@ -1,9 +1,16 @@
-"""The registry of every public layer: how to draw valid constructor arguments and inputs.
+"""The one registry of every public layer, which every generic test iterates.
 
-``REGISTRY`` maps a constructor's name to a hypothesis strategy drawing a :class:`Case`.
-``tests/test_check_layer.py`` runs ``fnn.testing.check_layer`` on every row, and fails
-when a public layer or combinator has no row. Inputs are bounded and, for layers with
-kinks (ReLU, LeakyReLU, MaxPool2D), kept away from them so finite differences are valid.
+- ``REGISTRY`` maps a constructor's name to a hypothesis strategy drawing a :class:`Case`
+  (valid constructor arguments and inputs). ``tests/test_check_layer.py`` runs
+  ``fnn.testing.check_layer`` (gradients, purity, dtypes, need_dx, state, layouts, ...) on
+  every row, and ``tests/layers/test_contract.py`` the protocol's input and cotangent errors.
+  Inputs are bounded and, for layers with kinks (ReLU, LeakyReLU, MaxPool2D), kept away
+  from them so finite differences are valid.
+- ``FIXED`` gives fixed instances of every layer that takes one float array, for the
+  catalogue of bad inputs (``tests/test_errors.py``: dtypes, NaN, empty batches).
+
+A public layer or combinator without a ``REGISTRY`` row, or (unless it takes tuples or
+indices) without a ``FIXED`` row, fails a test. Adding a layer: see ``docs/adding-a-layer.md``.
 """
 
 from __future__ import annotations
@@ -248,3 +255,42 @@ REGISTRY: dict[str, st.SearchStrategy[Case]] = {
 
 PUBLIC = sorted(set(L.__all__) | {"serial", "parallel", "fan_out", "fan_in_sum", "fan_in_concat", "residual",
                                   "elementwise"})
+
+
+def softplus() -> fnn.Layer:
+    return fnn.elementwise(lambda x: np.logaddexp(0, x), lambda x: 0.5 * (1 + np.tanh(x / 2)), name="softplus")
+
+
+# Fixed instances: (id, constructor, example shape). The id starts with the public name.
+FIXED: list[tuple[str, Any, tuple[int, ...]]] = [
+    ("Dense", lambda: L.Dense(3), (4,)),
+    ("Dense-seq", lambda: L.Dense(3, bias=False), (2, 4)),
+    ("Conv2D", lambda: L.Conv2D(2, 3, padding=1), (2, 5, 5)),
+    ("Conv2D-flipped", lambda: L.Conv2D(2, 3, stride=2, dx_method="flipped"), (2, 5, 5)),
+    ("MaxPool2D", lambda: L.MaxPool2D(2), (2, 4, 4)),
+    ("AvgPool2D", lambda: L.AvgPool2D(3, stride=1, padding=1, count_include_pad=False), (2, 4, 4)),
+    ("GlobalAvgPool2D", lambda: L.GlobalAvgPool2D(), (2, 4, 4)),
+    ("BatchNorm", lambda: L.BatchNorm(), (3,)),
+    ("BatchNorm-2d", lambda: L.BatchNorm(affine=False), (3, 4, 4)),
+    ("LayerNorm", lambda: L.LayerNorm(), (4,)),
+    ("RNN", lambda: L.RNN(3, nonlinearity="relu"), (5, 2)),
+    ("LSTM", lambda: L.LSTM(3, bidirectional=True), (5, 2)),
+    ("GRU", lambda: L.GRU(3, num_layers=2), (5, 2)),
+    ("LastStep", lambda: L.LastStep(), (5, 2)),
+    ("MeanOverTime", lambda: L.MeanOverTime(), (5, 2)),
+    ("ReLU", lambda: L.ReLU(), (4,)),
+    ("LeakyReLU", lambda: L.LeakyReLU(0.2), (4,)),
+    ("Sigmoid", lambda: L.Sigmoid(), (4,)),
+    ("Tanh", lambda: L.Tanh(), (4,)),
+    ("Softmax", lambda: L.Softmax(), (4,)),
+    ("LogSoftmax", lambda: L.LogSoftmax(), (4,)),
+    ("Flatten", lambda: L.Flatten(), (3, 4)),
+    ("Identity", lambda: L.Identity(), (4,)),
+    ("Dropout", lambda: L.Dropout(0.5), (4,)),
+    ("elementwise", softplus, (4,)),
+    ("serial", lambda: fnn.serial(L.Dense(4), L.BatchNorm(), L.ReLU(), L.Dropout(0.3), L.Dense(2)), (3,)),
+    ("residual", lambda: fnn.residual(fnn.serial(L.Dense(4), L.Tanh())), (4,)),
+]
+
+# Public layers that take tuples or integer indices, not one float array: no FIXED row.
+NOT_ONE_FLOAT_ARRAY = {"Embedding", "parallel", "fan_out", "fan_in_sum", "fan_in_concat"}

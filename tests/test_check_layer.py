@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from registry import PUBLIC, REGISTRY
+from registry import FIXED, NOT_ONE_FLOAT_ARRAY, PUBLIC, REGISTRY
 
 import fnn
 from fnn.layers import Dense, ReLU
@@ -14,6 +14,13 @@ from fnn.testing import ContractError, check_layer
 def test_every_public_layer_and_combinator_has_a_registry_row():
     missing = sorted(set(PUBLIC) - set(REGISTRY))
     assert not missing, f"add a row to REGISTRY in tests/registry.py for {missing}"
+
+
+def test_every_public_layer_of_one_float_array_has_a_fixed_row():
+    fixed = {row_id.split("-")[0] for row_id, _, _ in FIXED}
+    missing = sorted(set(PUBLIC) - NOT_ONE_FLOAT_ARRAY - fixed)
+    assert not missing, f"add a row to FIXED in tests/registry.py for {missing}"
+    assert fixed <= set(PUBLIC)
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
