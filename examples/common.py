@@ -6,7 +6,7 @@ directory. A typical example reads::
 
     args = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR).parse_args()
     world = common.world()
-    common.set_threads(args.threads, world)
+    threads = common.set_threads(args.threads, world)  # kept for the whole run
     data = common.load_data(args.mnist, args.seed, args.limit)
     params, state, _, history = common.train(net, params, opt, data, epochs=args.epochs,
                                              batch_size=args.batch_size, key=key, world=world)
@@ -121,17 +121,21 @@ THREADS_HELP = ("BLAS threads per process, set with threadpoolctl. The default, 
                 "10-40x slower. On an idle machine up to the number of free cores may be faster. Under mpiexec "
                 "every rank uses 1 thread whatever this says (the processes already use the cores).")
 
-_blas_limits: Any = None  # threadpoolctl's limiter, kept for the life of the process
+class Threads(NamedTuple):
+    """What :func:`set_threads` did: the count asked of the BLAS library, and threadpoolctl's
+    limiter (``None`` without threadpoolctl), whose ``restore_original_limits()`` undoes it."""
+
+    count: int
+    limiter: Any
 
 
-def set_threads(threads: int, world: fnn.distributed.World | None = None) -> int:
-    """Limit the BLAS library behind NumPy (OpenBLAS, MKL, ...) to ``threads`` threads for
-    the rest of the run, or to 1 per rank when ``world`` has several processes; print
-    the count. Returns the count asked of the BLAS library.
+def set_threads(threads: int, world: fnn.distributed.World | None = None) -> Threads:
+    """Limit the BLAS library behind NumPy (OpenBLAS, MKL, ...) to ``threads`` threads, or to
+    1 per rank when ``world`` has several processes, and print the count. The limit holds
+    until the returned limiter is restored (a script keeps it for its whole run).
 
     Without threadpoolctl the library's own default stays, and a hint is printed.
     """
-    global _blas_limits
     w = world or fnn.distributed.World()
     n = 1 if w.size > 1 else threads
     why = "per rank (under mpiexec --threads is not used)" if w.size > 1 else "(set by --threads)"
@@ -140,14 +144,14 @@ def set_threads(threads: int, world: fnn.distributed.World | None = None) -> int
     except ImportError:
         print(f"BLAS threads: the library's default, as threadpoolctl is not installed ({INSTALL_HINT}); "
               f"set OPENBLAS_NUM_THREADS={n} before starting instead")
-        return n
-    _blas_limits = threadpool_limits(n, user_api="blas")
+        return Threads(n, None)
+    limiter = threadpool_limits(n, user_api="blas")
     libraries = sorted({info["internal_api"] for info in threadpool_info() if info["user_api"] == "blas"})
     if libraries:
         print(f"BLAS threads: {n} {why}, in {', '.join(libraries)}")
     else:
         print(f"BLAS threads: {n} {why}, but threadpoolctl found no BLAS library to limit")
-    return n
+    return Threads(n, limiter)
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ parser.add_argument("--resume", metavar="PATH", help="continue from a checkpoint
 parser.add_argument("--stop-after", type=int, metavar="K", help="stop after epoch K (simulates an interruption)")
 args = parser.parse_args()
 world = common.world()
-common.set_threads(args.threads, world)
+threads = common.set_threads(args.threads, world)  # the BLAS limit holds while this is alive
 lr = LR[args.optimizer] if args.lr is None else args.lr
 if args.save and world.is_root:
     common.make_parent(args.save)

@@ -42,7 +42,7 @@ args = parser.parse_args()
 if args.steps < 0:
     parser.error(f"argument --steps: must be 0 or more, got {args.steps}")
 world = common.world()
-common.set_threads(args.threads, world)
+threads = common.set_threads(args.threads, world)  # the BLAS limit holds while this is alive
 
 k_data, k_labels, k_init = fnn.random.split(fnn.random.key(args.seed), 3)
 x = fnn.random.normal(k_data, (BATCH, CHANNELS, SIZE, SIZE))

@@ -32,7 +32,7 @@ LABEL_SMOOTHING = 0.1
 
 args = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR).parse_args()
 world = common.world()
-common.set_threads(args.threads, world)
+threads = common.set_threads(args.threads, world)  # the BLAS limit holds while this is alive
 start = time.perf_counter()
 data = common.load_data(args.mnist, args.seed, args.limit)
 

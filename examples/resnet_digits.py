@@ -74,7 +74,7 @@ def inception_block(channels):
 
 args = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR).parse_args()
 world = common.world()
-common.set_threads(args.threads, world)
+threads = common.set_threads(args.threads, world)  # the BLAS limit holds while this is alive
 start = time.perf_counter()
 data = common.load_data(args.mnist, args.seed, args.limit)
 shape = data.x_train.shape[1:]

@@ -39,7 +39,7 @@ parser.add_argument("--cell", choices=tuple(CELLS), default="lstm", help="recurr
 parser.add_argument("--hidden", type=int, default=HIDDEN, metavar="H", help="hidden state size")
 args = parser.parse_args()
 world = common.world()
-common.set_threads(args.threads, world)
+threads = common.set_threads(args.threads, world)  # the BLAS limit holds while this is alive
 start = time.perf_counter()
 data = common.load_data(args.mnist, args.seed, args.limit)
 # (N, 1, H, W) images -> (N, H, W) sequences: one image row per time step

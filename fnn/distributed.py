@@ -76,11 +76,12 @@ __all__ = [
     "load_metadata",
     "abort_on_error",
     "DistributedError",
+    "LAUNCHER_VARS",
 ]
 
 # Environment variables that MPI launchers set in the processes they start (Open MPI,
 # MPICH/Hydra and Intel MPI, PMIx as used by Open MPI 5 and Slurm, MVAPICH2).
-_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
+LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
 
 
 class DistributedError(RuntimeError):
@@ -126,7 +127,7 @@ def _launched_by_mpi() -> bool:
     forced = os.environ.get("FNN_MPI")
     if forced in ("0", "1"):
         return forced == "1"
-    return any(v in os.environ for v in _LAUNCHER_VARS)
+    return any(v in os.environ for v in LAUNCHER_VARS)
 
 
 def world(comm: Any = None) -> World:

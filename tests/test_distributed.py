@@ -55,7 +55,7 @@ class FakeComm:
 
 
 def test_world_outside_a_launcher_is_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in dist._LAUNCHER_VARS + ("FNN_MPI",):
+    for var in dist.LAUNCHER_VARS + ("FNN_MPI",):
         monkeypatch.delenv(var, raising=False)
     w = dist.world()
     assert (w.rank, w.size, w.is_root, w.comm) == (0, 1, True, None)

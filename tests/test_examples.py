@@ -345,12 +345,13 @@ def test_set_threads_limits_blas_for_the_rest_of_the_run(common, capsys) -> None
 
     original = blas_threads()
     try:
-        assert common.set_threads(3) == 3
+        threads = common.set_threads(3)
+        assert threads.count == 3
         if original:  # a BLAS library that threadpoolctl can see (NumPy's OpenBLAS)
             assert blas_threads() == {3}
         assert capsys.readouterr().out.startswith("BLAS threads: 3 (set by --threads)")
     finally:
-        common._blas_limits.restore_original_limits()
+        threads.limiter.restore_original_limits()
     assert blas_threads() == original
 
 
@@ -361,15 +362,16 @@ def test_set_threads_uses_one_thread_per_rank_under_mpi(common, capsys) -> None:
         size, rank, is_root = 2, 0, True
 
     try:
-        assert common.set_threads(4, TwoRanks()) == 1
+        threads = common.set_threads(4, TwoRanks())
+        assert threads.count == 1
         assert capsys.readouterr().out.startswith("BLAS threads: 1 per rank (under mpiexec --threads is not used)")
     finally:
-        common._blas_limits.restore_original_limits()
+        threads.limiter.restore_original_limits()
 
 
 def test_set_threads_without_threadpoolctl_prints_a_hint(common, capsys, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import threadpoolctl raises ImportError
-    assert common.set_threads(2) == 2
+    assert common.set_threads(2) == (2, None)
     out = capsys.readouterr().out
     assert "threadpoolctl is not installed" in out and "OPENBLAS_NUM_THREADS=2" in out
 
