@@ -229,12 +229,9 @@ Loss = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
 
 def predict(net: fnn.Layer, params: Any, x: np.ndarray, state: Any = None, batch_size: int = 500) -> np.ndarray:
-    """The network's outputs for ``x`` in evaluation mode, computed ``batch_size`` examples at a time."""
-    if len(x) == 0:  # a rank whose shard of the held-out set is empty
-        return net.apply(params, x, state=state)[0]
-    outs = [net.apply(params, xb, state=state)[0]
-            for (xb,) in fnn.data.batches(None, (x,), batch_size, shuffle=False)]
-    return np.concatenate(outs)
+    """The network's outputs for ``x`` in evaluation mode, ``batch_size`` examples at a time,
+    keeping nothing for backward (:func:`fnn.predict`)."""
+    return fnn.predict(net, params, x, state=state, batch_size=batch_size)
 
 
 def evaluate(net: fnn.Layer, params: Any, x: np.ndarray, y: np.ndarray, state: Any = None,

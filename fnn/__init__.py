@@ -7,6 +7,7 @@ Every layer is a pair of pure functions ``init(key, shape) -> params`` and
 from fnn import (
     data,
     distributed,
+    inference,
     init,
     inspection,
     interop,
@@ -22,6 +23,7 @@ from fnn import (
 from fnn.checkpoint import CheckpointError, load, load_metadata, save
 from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
 from fnn.core import INITIAL_STATE, Layer, NonFiniteError, Output, output_shape
+from fnn.inference import predict
 from fnn.inspection import summary
 
 __version__ = "0.1.0.dev0"
@@ -38,6 +40,7 @@ __all__ = [
     "fan_in_concat",
     "fan_in_sum",
     "fan_out",
+    "inference",
     "init",
     "inspection",
     "interop",
@@ -50,6 +53,7 @@ __all__ = [
     "output_shape",
     "parallel",
     "per_example",
+    "predict",
     "random",
     "residual",
     "save",

@@ -71,7 +71,7 @@ def apply_child(layer: Layer, params: Any, x: Any, opts: Options, key: _random.K
     rather than silently ignored: it was saved for another layer or architecture.
     """
     out = layer.apply(params, x, train=opts.train, key=key, state=state, check_finite=opts.check_finite,
-                      world=opts.world)
+                      world=opts.world, need_vjp=opts.need_vjp)
     if state is not None and state is not INITIAL_STATE and not (isinstance(state, dict) and not state) \
             and not out.state:
         got = sorted(state) if isinstance(state, dict) else type(state).__name__

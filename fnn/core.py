@@ -7,7 +7,7 @@ The protocol
 A layer is a pair of pure functions, made by a constructor such as ``Dense(128)``::
 
     params = init(key, shape, dtype=np.float32)
-    y, vjp = apply(params, x, *, train=False, key=None, state=None, world=None)
+    y, vjp = apply(params, x, *, train=False, key=None, state=None, world=None, need_vjp=True)
     dparams, dx = vjp(dy)
 
 ``shape`` is the shape of *one example*, without the batch axis; ``x`` carries a
@@ -41,7 +41,10 @@ first layer whose output holds NaN or inf raise :class:`NonFiniteError` (NaN
 otherwise propagates, as in numpy: nothing is ever masked); ``world``, a
 :class:`fnn.distributed.World`, says that ``x`` is this rank's shard of a
 global batch split across processes (BatchNorm then uses the statistics of the
-global batch, Dropout folds the rank into its key). ``apply`` returns an :class:`Output`:
+global batch, Dropout folds the rank into its key); ``need_vjp=False`` is inference:
+the caller will not differentiate, so no layer keeps anything for backward (the
+returned vjp raises if called) and peak memory is that of the largest single layer,
+not the sum (:func:`fnn.predict` runs a model so, in batches). ``apply`` returns an :class:`Output`:
 a 2-tuple ``(y, vjp)`` that also has ``.state``, the layer's updated state
 (``{}`` for layers without state). State never lives in ``params``, so the
 optimizer and weight decay never see it. See ``docs/design.md``.
@@ -92,6 +95,7 @@ __all__ = [
     "VJP",
     "InspectableVJP",
     "vjp_with",
+    "no_vjp",
 ]
 
 Shape = tuple[int, ...]
@@ -135,6 +139,17 @@ class Options(NamedTuple):
     state: Any = None
     check_finite: bool = False
     world: World | None = None
+    need_vjp: bool = True
+
+
+def no_vjp(kind: str) -> VJP:
+    """The vjp of an output computed with ``need_vjp=False``: it holds nothing, and says so if called."""
+
+    def vjp(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
+        raise ValueError(f"{kind}: this output was computed with need_vjp=False (inference), which keeps nothing "
+                         f"for backward; apply again without need_vjp=False to differentiate")
+
+    return vjp
 
 
 class InitialState:
@@ -275,8 +290,10 @@ def make_layer(
         return init(key, _validate.example_shape(f"{kind}.init", shape), _validate.float_dtype(f"{kind}.init", dtype))
 
     def layer_apply(params: Any, x: Any, *, train: bool = False, key: _random.Key | None = None,
-                    state: Any = None, check_finite: bool = False, world: World | None = None) -> Output:
+                    state: Any = None, check_finite: bool = False, world: World | None = None,
+                    need_vjp: bool = True) -> Output:
         train = _validate.boolean(kind, "option train", train)
+        need_vjp = _validate.boolean(kind, "option need_vjp", need_vjp)
         check_finite = _validate.boolean(kind, "option check_finite", check_finite)
         x = _check_input(x, kind, inputs)
         if key is not None:
@@ -287,8 +304,10 @@ def make_layer(
         if check_finite and not _finite(x):
             nan, inf = _count_nonfinite(x)
             raise NonFiniteError(f"{kind}: check_finite: the input already has {nan} NaN and {inf} inf values")
-        out = apply(params, x, Options(train, key, state, check_finite, world))
+        out = apply(params, x, Options(train, key, state, check_finite, world, need_vjp))
         out = out if isinstance(out, Output) else Output(*out)
+        if not need_vjp:  # drop the closure, and with it everything the layer kept for backward
+            out = Output(out[0], no_vjp(kind), out.state)
         if check_finite and not _finite(out[0]):
             nan, inf = _count_nonfinite(out[0])
             raise NonFiniteError(f"{kind}: check_finite: this layer produced {nan} NaN and {inf} inf values "

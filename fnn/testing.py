@@ -183,8 +183,8 @@ def _layouts(a: np.ndarray) -> dict[str, np.ndarray]:
             "negative-stride": flipped[..., ::-1]}
 
 
-CHECKS = ("shapes", "determinism", "gradients", "need_dx", "purity", "vjp_twice", "aliasing", "state", "dtype",
-          "batch_independence", "layouts")
+CHECKS = ("shapes", "determinism", "gradients", "need_dx", "inference", "purity", "vjp_twice", "aliasing", "state",
+          "dtype", "batch_independence", "layouts")
 """The properties :func:`check_layer` checks, in order; each can be chosen or skipped by name."""
 
 
@@ -247,6 +247,31 @@ def _check_need_dx(s: _Subject) -> Any:
     if not _close(dparams, full[0], rtol=1e-12, atol=0):
         s.fail("need_dx", "vjp(dy, need_dx=False) gave other dparams than vjp(dy)")
     return True
+
+
+def _check_inference(s: _Subject) -> Any:
+    """``need_vjp=False`` gives the same output and state and keeps nothing for backward."""
+    out = s.run(s.params, s.x, need_vjp=False)
+    if not (_same_bits(out[0], s.out[0]) and _same_bits(out.state, s.out.state)):
+        s.fail("inference", "apply(..., need_vjp=False) gave another output or state than apply(...)")
+    kept = [a for cell in (out[1].__closure__ or ()) for a in _arrays(_cell_value(cell))]
+    if kept:
+        s.fail("inference", f"the vjp of apply(..., need_vjp=False) keeps {len(kept)} arrays alive")
+    try:
+        out[1](s.dy)
+    except ValueError as err:
+        if "need_vjp=False" not in str(err):
+            raise
+    else:
+        s.fail("inference", "the vjp of apply(..., need_vjp=False) ran instead of raising")
+    return True
+
+
+def _cell_value(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
 
 
 def _check_purity_twice_aliasing(s: _Subject, which: str) -> Any:
@@ -346,6 +371,7 @@ _CHECK_FUNCTIONS: dict[str, Callable[[_Subject], Any]] = {
     "determinism": _check_determinism,
     "gradients": _check_gradients,
     "need_dx": _check_need_dx,
+    "inference": _check_inference,
     "purity": lambda s: _check_purity_twice_aliasing(s, "purity"),
     "vjp_twice": lambda s: _check_purity_twice_aliasing(s, "vjp_twice"),
     "aliasing": lambda s: _check_purity_twice_aliasing(s, "aliasing"),
@@ -377,7 +403,8 @@ def check_layer(
     agreement and ``fnn.output_shape``), ``determinism`` under the same key,
     ``gradients`` (the float64 finite-difference check of ``dparams`` and ``dx``,
     :func:`check_vjp_fn`), ``need_dx`` (``vjp(dy, need_dx=False)`` gives the same
-    ``dparams`` and ``dx = None``, as ``serial`` needs), ``purity`` on read-only
+    ``dparams`` and ``dx = None``, as ``serial`` needs), ``inference`` (``need_vjp=False``
+    gives the same output and keeps nothing for backward), ``purity`` on read-only
     inputs, ``vjp_twice``, ``aliasing`` (no output, gradient or state sharing memory
     with an input or the cotangent), ``state`` (a stateful layer's output state
     threads back in), ``dtype`` (float32 and float64 are kept), ``batch_independence``

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 
 from fnn import validate
-from fnn.core import Layer, parameterless
+from fnn.core import Layer, Options, parameterless
 from fnn.layers._spatial import check_fits, check_nchw, layer_kind
 from fnn.ops import Padding, Pair, col2img, pad2d, windows
 
@@ -90,14 +90,21 @@ class MaxPool2DCache(NamedTuple):
     padding: Padding
 
 
-def max_pool2d_forward(x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding
-                       ) -> tuple[np.ndarray, MaxPool2DCache]:
+def max_pool2d_forward(x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding, need_arg: bool = True
+                       ) -> tuple[np.ndarray, MaxPool2DCache | None]:
     """``x: (N, C, H, W)`` -> ``y: (N, C, OH, OW)``, the maximum of each window of ``x`` padded
     with ``-inf``, and the cache: the row-major offset of each window's first maximum (of its
-    NaN when there is one), ``uint8`` for kernels up to 16 x 16."""
+    NaN when there is one), ``uint8`` for kernels up to 16 x 16. Without ``need_arg``
+    (inference) only the maxima are computed, and the cache is ``None``."""
     xp = pad2d(x, padding, value=-np.inf)
     v = windows(xp, kernel, stride)
     offsets = kernel[0] * kernel[1]
+    if not need_arg:
+        kw = kernel[1]
+        best = np.maximum(v[:, :, 0, 0], v[:, :, 1 // kw, 1 % kw]) if offsets > 1 else v[:, :, 0, 0].copy()
+        for off in range(2, offsets):
+            np.maximum(best, v[:, :, off // kernel[1], off % kernel[1]], out=best)  # propagates NaN
+        return best, None
     if kernel == stride == (2, 2):
         best, arg = _max_2x2(v)
     else:
@@ -196,13 +203,13 @@ def _pool_layer(kind: str, k: Pair, s: Pair, pads: Padding, forward: Any, backwa
     ``backward(cache, dy) -> dx`` that checks the input is ``(N, C, H, W)`` and the kernel fits,
     in ``apply`` and, from the shape of one example, in ``init``."""
 
-    def pool(x: np.ndarray) -> tuple[np.ndarray, Any]:
+    def pool(x: np.ndarray, opts: Options) -> tuple[np.ndarray, Any]:
         check_nchw(kind, x)
         check_fits(kind, x.shape[2:], pads, k, (1, 1), s)
-        y, cache = forward(x)
+        y, cache = forward(x, opts.need_vjp)
         return y, lambda dy: backward(cache, dy)  # a function, not a partial: fnn.summary reads its closure
 
-    layer = parameterless(kind, pool)
+    layer = parameterless(kind, pool, with_options=True)
 
     def init(key: Any, shape: Any, dtype: Any = np.float32) -> dict[str, Any]:
         params = layer.init(key, shape, dtype)  # checks the key, the shape and the dtype
@@ -232,7 +239,8 @@ def MaxPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
            [13., 15.]])
     """
     kind, k, s, pads = _pool_args("MaxPool2D", kernel_size, stride, padding)
-    return _pool_layer(kind, k, s, pads, lambda x: max_pool2d_forward(x, k, s, pads), max_pool2d_backward)
+    return _pool_layer(kind, k, s, pads, lambda x, need_vjp: max_pool2d_forward(x, k, s, pads, need_vjp),
+                       max_pool2d_backward)
 
 
 def AvgPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding: Any = 0,
@@ -251,7 +259,7 @@ def AvgPool2D(kernel_size: int | Pair, stride: int | Pair | None = None, padding
     kind, k, s, pads = _pool_args("AvgPool2D", kernel_size, stride, padding,
                                   (("count_include_pad", count_include_pad, True),))
     include_pad = validate.boolean(kind, "count_include_pad", count_include_pad)
-    return _pool_layer(kind, k, s, pads, lambda x: avg_pool2d_forward(x, k, s, pads, include_pad),
+    return _pool_layer(kind, k, s, pads, lambda x, need_vjp: avg_pool2d_forward(x, k, s, pads, include_pad),
                        avg_pool2d_backward)
 
 
