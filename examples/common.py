@@ -106,9 +106,12 @@ def world() -> fnn.distributed.World:
 
     Under MPI an exception on any rank ends the whole job, and only rank 0 prints
     (the other ranks' standard output goes to ``os.devnull``; errors still reach stderr).
+    Freed memory is kept for reuse (:func:`fnn.runtime.reuse_freed_memory`): each training
+    step then reuses the last one's blocks instead of page-faulting them in again.
     """
     w = fnn.distributed.world()
     fnn.distributed.abort_on_error(w)
+    fnn.runtime.reuse_freed_memory()
     if not w.is_root:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (kept open for the life of the process)
     elif w.size > 1:

@@ -17,6 +17,7 @@ from fnn import (
     optim,
     per_example,
     random,
+    runtime,
     testing,
     tree,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "predict",
     "random",
     "residual",
+    "runtime",
     "save",
     "serial",
     "summary",

@@ -86,7 +86,7 @@ def conv(draw: Any) -> Case:
     span = [dd * (kk - 1) + 1 for kk, dd in zip(k, d)]
     shape = (draw(ints(1, 3)), draw(ints(span[0], span[0] + 4)), draw(ints(span[1], span[1] + 4)))
     layer = L.Conv2D(draw(ints(1, 3)), k, stride=s, padding=padding, dilation=d, bias=draw(st.booleans()),
-                     dx_method=draw(st.sampled_from(["col2img", "flipped"])))
+                     dx_method=draw(st.sampled_from(["col2img", "flipped"])), recompute=draw(st.booleans()))
     return Case(layer, shape)
 
 

@@ -27,9 +27,11 @@ DX_METHODS = ("col2img", "flipped")
 
 class Conv2DCache(NamedTuple):
     """What the backward needs: the column matrix ``(C * kh * kw, OH * OW * N)`` (not the padded
-    input), ``w: (F, C, kh, kw)``, the shapes of ``x`` and of the output, and the geometry."""
+    input), or with ``recompute`` the input ``x`` to rebuild it from; ``w: (F, C, kh, kw)``,
+    the shapes of ``x`` and of the output, and the geometry."""
 
-    cols: np.ndarray
+    kept: np.ndarray
+    recompute: bool
     w: np.ndarray
     bias: bool
     x_shape: tuple[int, int, int, int]
@@ -41,11 +43,12 @@ class Conv2DCache(NamedTuple):
 
 
 def conv2d_forward(params: dict[str, np.ndarray], x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding,
-                   dilation: Pair) -> tuple[np.ndarray, Conv2DCache]:
+                   dilation: Pair, recompute: bool = False) -> tuple[np.ndarray, Conv2DCache]:
     """``x: (N, C, H, W)``, params ``{"w": (F, C, kh, kw), "b": (F,)}`` (``"b"`` optional) ->
     ``y: (N, F, OH, OW)`` (a view of a batch-last buffer) and the cache.
 
     One :func:`fnn.ops.img2col` copy of the padded input's windows, then one matrix product.
+    The cache keeps the columns, or with ``recompute`` a reference to ``x`` instead.
     """
     w = params["w"]
     f, n = w.shape[0], x.shape[0]
@@ -56,7 +59,15 @@ def conv2d_forward(params: dict[str, np.ndarray], x: np.ndarray, kernel: Pair, s
     if "b" in params:
         y_t += params["b"][:, None]
     y = y_t.reshape(f, oh, ow, n).transpose(3, 0, 1, 2)  # batch-last memory, (N, F, OH, OW) view
-    return y, Conv2DCache(cols, w, "b" in params, x.shape, (oh, ow), kernel, stride, padding, dilation)
+    return y, Conv2DCache(x if recompute else cols, recompute, w, "b" in params, x.shape, (oh, ow), kernel, stride,
+                          padding, dilation)
+
+
+def _columns(cache: Conv2DCache) -> np.ndarray:
+    """The column matrix: kept, or rebuilt from the kept input (``recompute``)."""
+    if not cache.recompute:
+        return cache.kept
+    return img2col(cache.kept, cache.kernel, cache.stride, cache.padding, cache.dilation)
 
 
 def _batch_last(cache: Conv2DCache, dy: np.ndarray) -> np.ndarray:
@@ -72,7 +83,8 @@ def conv2d_backward(cache: Conv2DCache, dy: np.ndarray, need_dx: bool = True, dx
     ``dw`` is ``dy @ cols.T``; ``dx`` (``None`` unless ``need_dx``) is ``col2img(w.T @ dy)``
     with ``dx_method="col2img"``, else :func:`conv2d_dx_flipped`.
     """
-    cols, w, bias, x_shape, (oh, ow), k, s, pads, d = cache
+    _, _, w, bias, x_shape, (oh, ow), k, s, pads, d = cache
+    cols = _columns(cache)
     dy_t = _batch_last(cache, dy)
     grads = {"w": np.ascontiguousarray(matmul_nt(dy_t, cols)).reshape(w.shape)}
     if bias:
@@ -89,7 +101,7 @@ def conv2d_sq_norms(cache: Conv2DCache, dy: np.ndarray) -> np.ndarray:
     ``dy_n @ cols_n.T`` (one ``(F, C * kh * kw)`` matrix per example)."""
     (oh, ow), n, f = cache.out_hw, cache.x_shape[0], len(cache.w)
     dy_t = _batch_last(cache, dy).reshape(f, oh * ow, n)
-    cols = cache.cols
+    cols = _columns(cache)
     per = np.matmul(dy_t.transpose(2, 0, 1), cols.reshape(len(cols), oh * ow, n).transpose(2, 1, 0))
     sq = np.einsum("nfk,nfk->n", per, per)
     if cache.bias:
@@ -118,7 +130,7 @@ def conv2d_dx_flipped(dy_t: np.ndarray, w: np.ndarray, shape: tuple[int, ...], k
 
 
 def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, padding: Any = 0,
-           dilation: int | Pair = 1, bias: bool = True, dx_method: str = "col2img",
+           dilation: int | Pair = 1, bias: bool = True, dx_method: str = "col2img", recompute: bool = False,
            w_init: _init.Initializer = _init.fan_in_uniform, b_init: _init.Initializer = _init.zeros) -> Layer:
     """2-D cross-correlation, as ``torch.nn.Conv2d``.
 
@@ -141,6 +153,10 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
     ``docs/conv.md`` for when each is faster. The vjp has ``sq_norms`` (see
     :mod:`fnn.per_example`).
 
+    ``recompute=True`` trades time for memory: the vjp keeps a reference to ``x`` instead
+    of the column matrix (``kh * kw`` times smaller for stride 1) and rebuilds the columns
+    when it runs, at the cost of one more img2col per training step (see ``docs/conv.md``).
+
     >>> conv = Conv2D(4, 3, padding="same")
     >>> params = conv.init(fnn.random.key(0), (2, 8, 8))
     >>> y, vjp = conv.apply(params, np.ones((5, 2, 8, 8), np.float32))
@@ -148,7 +164,7 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
     (5, 4, 8, 8)
     """
     options = (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1), ("bias", bias, True),
-               ("dx_method", dx_method, "col2img"))
+               ("dx_method", dx_method, "col2img"), ("recompute", recompute, False))
     f_out = validate.integer(layer_kind("Conv2D", [repr(out_channels), repr(kernel_size)], options),
                              "out_channels", out_channels, low=1)
     kind = layer_kind("Conv2D", [str(f_out), repr(kernel_size)], options)
@@ -158,6 +174,7 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
     pad = validate.padding(kind, padding)
     bias = validate.boolean(kind, "bias", bias)
     dx_method = validate.choice(kind, "dx_method", dx_method, DX_METHODS)
+    recompute = validate.boolean(kind, "recompute", recompute)
 
     def init(key: _random.Key, shape: tuple[int, ...], dtype: np.dtype) -> dict[str, np.ndarray]:
         if len(shape) != 3:
@@ -178,7 +195,7 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
         check_params(kind, params, {"w": (f_out, x.shape[1], *k), **({"b": (f_out,)} if bias else {})}, x.dtype)
         pads = resolve_padding(pad, x.shape[2:], k, s, d)
         check_fits(kind, x.shape[2:], pads, k, d, s)
-        y, cache = conv2d_forward(params, x, k, s, pads, d)
+        y, cache = conv2d_forward(params, x, k, s, pads, d, recompute)
         out = like(y)  # the vjp keeps the shape of x and y, not x
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None]:

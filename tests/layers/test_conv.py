@@ -457,3 +457,23 @@ def test_need_dx_false_gives_the_same_dparams_and_no_dx(dx_method):
     assert none is None
     for name in grads:
         np.testing.assert_array_equal(grads_only[name], grads[name])
+
+
+@pytest.mark.parametrize("padding, stride", [(2, 1), (0, 2), ("same", 1)])
+def test_recompute_gives_the_same_gradients_and_keeps_the_input_not_the_columns(padding, stride):
+    from fnn.inspection import closure_arrays
+
+    x = np.random.default_rng(0).standard_normal((8, 3, 12, 12)).astype(np.float32)
+    results = {}
+    for recompute in (False, True):
+        layer = Conv2D(4, 5, stride=stride, padding=padding, recompute=recompute)
+        params = layer.init(KEY, (3, 12, 12))
+        y, vjp = layer.apply(params, x)
+        dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+        kept = sum(a.nbytes for a in closure_arrays(vjp).values() if a is not params["w"])
+        results[recompute] = (y, vjp(dy), vjp(dy, need_dx=False)[0], kept)
+    (y0, (g0, dx0), h0, kept0), (y1, (g1, dx1), h1, kept1) = results[False], results[True]
+    assert y0.tobytes() == y1.tobytes() and dx0.tobytes() == dx1.tobytes()
+    assert all(g0[k].tobytes() == g1[k].tobytes() == h1[k].tobytes() == h0[k].tobytes() for k in g0)
+    n, _, oh, ow = y0.shape
+    assert kept1 == x.nbytes and kept0 == 3 * 25 * oh * ow * n * 4  # the input, not the (C * 25, OH * OW * N) columns
