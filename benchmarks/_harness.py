@@ -21,30 +21,48 @@ torch: Any = None  # set by import_torch
 
 
 def setup(doc: str, add: Callable[[argparse.ArgumentParser], Any] | None = None, defaults: tuple[int, int] = (30, 5),
-          quick: tuple[int, int] = (5, 1), threads: int = 2) -> argparse.Namespace:
-    """Parse the common flags (and ``add``'s); pin BLAS and OpenMP threads to ``--threads``."""
+          quick: tuple[int, int] = (5, 1), threads: int | list[int] = 2) -> argparse.Namespace:
+    """Parse the common flags (and ``add``'s); pin BLAS and OpenMP threads to ``--threads`` (a list when ``threads``
+    is one: ``args.thread_counts``, and ``args.threads`` is their maximum, the count the libraries load with)."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=threads, help=f"BLAS/OpenMP/PyTorch threads (default {threads})")
+    many = isinstance(threads, list)
+    p.add_argument("--threads", type=int, nargs="+" if many else None, default=threads, metavar="N",
+                   help=f"BLAS/OpenMP/PyTorch threads (default {' '.join(map(str, threads)) if many else threads})")
     p.add_argument("--repeats", type=int, help=f"timed rounds (default {defaults[0]}; {quick[0]} with --quick)")
     p.add_argument("--warmup", type=int, help=f"untimed rounds first (default {defaults[1]}; {quick[1]} with --quick)")
     p.add_argument("--quick", action="store_true", help="a smoke run: few rounds, rough numbers")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--malloc-default", action="store_true", help="keep glibc's memory defaults (otherwise "
+                   "fnn.runtime.reuse_freed_memory, as in the examples)")
     if add:
         add(p)
     a = p.parse_args()
     a.repeats = a.repeats if a.repeats is not None else quick[0] if a.quick else defaults[0]
     a.warmup = a.warmup if a.warmup is not None else quick[1] if a.quick else defaults[1]
-    if a.repeats < 1 or a.warmup < 0 or a.threads < 1:
+    a.thread_counts = a.threads if many else [a.threads]
+    a.threads = max(a.thread_counts)
+    if a.repeats < 1 or a.warmup < 0 or min(a.thread_counts) < 1:
         p.error("--repeats and --threads must be >= 1, --warmup >= 0")
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(a.threads)
     import numpy  # noqa: F401 - its BLAS loads now, with the thread count just set
+    use_threads(a.threads)  # for a BLAS that ignores the variables
+    import fnn  # the RSS probe below needs freed memory to leave the process: glibc's defaults there
+    a.reuse_memory = not (a.malloc_default or getattr(a, "rss_probe", None)) and fnn.runtime.reuse_freed_memory()
+    return a
+
+
+def use_threads(n: int) -> str:
+    """Limit NumPy's BLAS (with threadpoolctl) and PyTorch to ``n`` threads, at most the count they loaded with;
+    return a warning when the BLAS cannot be limited."""
+    if torch is not None:
+        torch.set_num_threads(n)
     try:
         from threadpoolctl import threadpool_limits
-        threadpool_limits(a.threads)  # for a BLAS that ignores the variables
+        threadpool_limits(n)
+        return ""
     except ImportError:
-        pass
-    return a
+        return " (NumPy's BLAS keeps its threads: threadpoolctl is not installed)"
 
 
 def import_torch(args: argparse.Namespace) -> str:
@@ -175,7 +193,9 @@ def header(title: str, args: argparse.Namespace, torch_note: str, setting: str,
         pools = f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
     print(f"## {title}\n\nPython {platform.python_version()}; NumPy {np.__version__} (BLAS: {pools}); PyTorch "
           + (f"{torch.__version__} ({torch.get_num_threads()} threads)" if torch is not None else torch_note)
-          + f"; {platform.machine()}, {cpus} usable CPUs; load average at start {load:.2f}.")
+          + f"; {platform.machine()}, {cpus} usable CPUs; load average at start {load:.2f}; freed memory "
+          + ("kept for reuse (fnn.runtime.reuse_freed_memory)." if getattr(args, "reuse_memory", False)
+             else "returned to the system (glibc's defaults, --malloc-default)."))
     if load > cpus:
         print(f"**Warning: the machine is oversubscribed** (load {load:.1f} on {cpus} CPUs): a thread that loses its "
               "CPU stalls the others at every barrier, PyTorch's OpenMP pool most; `--threads 1` suffers least.")

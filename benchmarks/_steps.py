@@ -1,8 +1,11 @@
 """What ``lenet.py`` and ``lstm.py`` share beyond the harness: fnn's and PyTorch's train steps on one batch,
-the one-step agreement check, and the per-layer breakdown of fnn's train step through public apply/vjp."""
+the one-step agreement check, the per-layer breakdown of fnn's train step through public apply/vjp, and the
+tracemalloc peak of one step."""
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -15,7 +18,7 @@ import fnn
 
 
 class FnnStep:
-    """fnn's train step (apply, softmax_cross_entropy, vjp, sgd update) and inference on one batch."""
+    """fnn's train step (apply, softmax_cross_entropy, vjp, sgd update) and inference (``fnn.predict``) on one batch."""
 
     def __init__(self, net: Any, params: Any, x: Any, labels: Any, lr: float, need_dx: bool = True) -> None:
         self.net, self.x, self.labels, self.need_dx = net, x, labels, need_dx
@@ -30,7 +33,7 @@ class FnnStep:
         return float(loss)
 
     def infer(self) -> Any:
-        return self.net.apply(self.params, self.x)[0]
+        return fnn.predict(self.net, self.params, self.x)  # need_vjp=False: nothing kept for backward
 
 
 class TorchStep:
@@ -115,3 +118,18 @@ def breakdown(net: Any, params: Any, x: Any, labels: Any, lr: float, warmup: int
         "computes every dx" if need_dx else f"stops at {layers[first][0]} with need_dx=False, as serial's does")
         + f". {layers[first][0]}'s vjp with need_dx={not need_dx} instead takes {ms(mid['alt'])} ms. Min columns: "
         "each part's minimum, which load disturbs least.\n")
+
+
+def traced_peak(fn: Callable[[], Any]) -> int:
+    """Bytes allocated at the peak of one call of ``fn`` beyond what was live before it (tracemalloc)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()  # what this call keeps (new params, caches) is the baseline of the next
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()

@@ -5,8 +5,7 @@ fnn against PyTorch DDP (gloo on loopback) with the same ranks and the same spli
     python benchmarks/distributed.py --ranks 1 2 4 8 16 --batch 2048
     python benchmarks/distributed.py --quick               # a smoke run: 1 round of 2 warm-up + 5 timed steps
 
-Each (library, P) is its own job, ``mpiexec -n P python benchmarks/distributed.py --_worker LIB``;
-see benchmarks/README.md.
+Each (library, P) is its own job, ``mpiexec -n P python benchmarks/distributed.py --_worker LIB``: see the README.
 """
 
 from __future__ import annotations
