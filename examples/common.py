@@ -231,12 +231,6 @@ def make_parent(path: str) -> None:
 Loss = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
 
-def predict(net: fnn.Layer, params: Any, x: np.ndarray, state: Any = None, batch_size: int = 500) -> np.ndarray:
-    """The network's outputs for ``x`` in evaluation mode, ``batch_size`` examples at a time,
-    keeping nothing for backward (:func:`fnn.predict`)."""
-    return fnn.predict(net, params, x, state=state, batch_size=batch_size)
-
-
 def evaluate(net: fnn.Layer, params: Any, x: np.ndarray, y: np.ndarray, state: Any = None,
              loss: Loss = fnn.losses.softmax_cross_entropy, batch_size: int = 500,
              world: fnn.distributed.World | None = None) -> tuple[float, float]:
@@ -244,7 +238,7 @@ def evaluate(net: fnn.Layer, params: Any, x: np.ndarray, y: np.ndarray, state: A
     evaluates its shard and the sums are reduced."""
     w = world or fnn.distributed.World()
     xs, ys = fnn.distributed.shard(w, (x, y)).arrays
-    logits = predict(net, params, xs, state, batch_size)
+    logits = fnn.predict(net, params, xs, state=state, batch_size=batch_size)
     sums = fnn.distributed.reduce_metrics(w, {"loss": loss(logits, ys)[0] * len(ys),
                                               "correct": int(np.sum(logits.argmax(axis=1) == ys))})
     return sums["loss"] / len(y), sums["correct"] / len(y)
@@ -379,7 +373,8 @@ def report(net: fnn.Layer, params: Any, state: Any, data: Split, history: dict[s
     Each rank of ``world`` predicts its shard of the held-out set; rank 0 writes the PNG."""
     w = world or fnn.distributed.World()
     x, y = fnn.distributed.shard(w, (data.x_held, data.y_held)).arrays
-    matrix = fnn.distributed.allreduce(w, confusion_matrix(y, predict(net, params, x, state).argmax(axis=1)))
+    predictions = fnn.predict(net, params, x, state=state, batch_size=500).argmax(axis=1)
+    matrix = fnn.distributed.allreduce(w, confusion_matrix(y, predictions))
     print_confusion(matrix)
     if w.is_root:
         save_curves(history, plot)

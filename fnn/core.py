@@ -82,6 +82,8 @@ __all__ = [
     "parameterless",
     "check_params",
     "check_is_layer",
+    "is_default",
+    "layer_kind",
     "check_no_params",
     "check_cotangent",
     "ShapeDtype",
@@ -317,6 +319,19 @@ def make_layer(
     layer_init.__doc__ = f"Initialize the parameters of {kind} for examples of the given shape."
     layer_apply.__doc__ = f"Apply {kind}; returns (y, vjp) with the new state as .state."
     return Layer(layer_init, layer_apply, kind, children, inputs, index_range)
+
+
+def is_default(value: Any, default: Any) -> bool:
+    """Whether an argument is its default: equal and of the same type (``1`` is not ``True``,
+    ``np.float64(0.1)`` not ``0.1``), so a kind shows an argument passed in another type."""
+    return type(value) is type(default) and bool(value == default)
+
+
+def layer_kind(name: str, args: Iterable[str], options: Iterable[tuple[str, Any, Any]]) -> str:
+    """A layer's ``kind``: ``name(args, option=value, ...)`` with the ``(option, value, default)``
+    that are not their default (:func:`is_default`), as ``repr``: ``"Conv2D(6, 5, padding=2)"``."""
+    extras = [f"{n}={v!r}" for n, v, default in options if not is_default(v, default)]
+    return f"{name}({', '.join([*args, *extras])})"
 
 
 def check_is_layer(obj: Any, where: str) -> Layer:

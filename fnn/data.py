@@ -26,16 +26,7 @@ def batch_indices(key: _random.Key | None, arrays: Sequence[np.ndarray], batch_s
                   drop_last: bool = False) -> tuple[tuple[np.ndarray, ...], Iterator[np.ndarray]]:
     """Check the arguments of :func:`batches` and return ``(arrays, index batches)``: the arrays
     as numpy arrays and an iterator over the row indices of each batch."""
-    if isinstance(arrays, np.ndarray) or not isinstance(arrays, (tuple, list)):
-        raise TypeError(f"batches: arrays must be a tuple of arrays such as (x, y) or (x,), "
-                        f"got {type(arrays).__name__}")
-    arrays = tuple(np.asarray(a) for a in arrays)
-    if not arrays:
-        raise ValueError("batches: needs at least one array")
-    lengths = [len(a) if a.ndim else None for a in arrays]
-    if lengths[0] is None or any(length != lengths[0] for length in lengths):
-        raise ValueError(f"batches: arrays must share their first axis length, got lengths {lengths}")
-    n = int(lengths[0])
+    arrays, n = validate.aligned_arrays("batches", arrays)
     batch_size = validate.integer("batches", "batch_size", batch_size, low=1)
     shuffle = validate.boolean("batches", "shuffle", shuffle)
     drop_last = validate.boolean("batches", "drop_last", drop_last)

@@ -165,8 +165,7 @@ def _check_world(w: Any, where: str) -> World:
 
 # --- agreeing across ranks ----------------------------------------------------------------------
 
-def _signature(where: str, t: Any) -> list[tuple[str, tuple[int, ...], str]]:
-    pairs, _ = _tree.flatten(t)
+def _signature(where: str, pairs: Sequence[tuple[Any, Any]]) -> list[tuple[str, tuple[int, ...], str]]:
     sig = []
     for path, leaf in pairs:
         if not isinstance(leaf, np.ndarray):
@@ -192,27 +191,33 @@ def _describe_difference(mine: list[Any], root: list[Any]) -> str:
     return "its tree's structure differs from rank 0's"
 
 
-def _check_same_trees(w: World, where: str, t: Any) -> list[tuple[str, tuple[int, ...], str]]:
-    """The tree's signature, after checking (one small Allgather) that every rank has the same one.
+Signature = list[tuple[str, tuple[int, ...], str]]
+
+
+def _check_same_trees(w: World, where: str, t: Any) -> tuple[Signature, list[np.ndarray], Any]:
+    """The tree's signature, leaves and rebuild function (:func:`fnn.tree.flatten`), after
+    checking (one small Allgather) that every rank has the same signature.
 
     A mismatch raises ``ValueError`` on every rank, naming the ranks that differ from rank
     0 and how; a leaf that cannot be reduced raises ``TypeError``, on every rank too when
     only some ranks have one, so that no rank is left waiting in a collective.
     """
+    pairs, rebuild = _tree.flatten(t)
+    leaves = [leaf for _, leaf in pairs]
     try:
-        sig, local_error = _signature(where, t), None
+        sig, local_error = _signature(where, pairs), None
     except TypeError as err:
         if w.size == 1:
             raise
         sig, local_error = [], str(err)
     if w.size == 1:
-        return sig
+        return sig, leaves, rebuild
     digest = np.frombuffer(hashlib.blake2b(repr(sig).encode(), digest_size=8).digest(), np.int64) | 1
     mine = np.zeros(1, np.int64) if local_error else digest.copy()  # 0 marks a rank that failed
     digests = np.empty(w.size, np.int64)
     w.comm.Allgather(mine, digests)
     if (digests == digests[0]).all() and digests[0] != 0:
-        return sig
+        return sig, leaves, rebuild
     # Every rank now knows that something is wrong, so every rank takes part in what follows.
     root_sig = w.comm.bcast(sig if w.rank == 0 and not local_error else None, root=0)
     if local_error:
@@ -278,9 +283,7 @@ def broadcast(world: World, tree: Any, root: int = 0) -> Any:
     """
     w = _check_world(world, "fnn.distributed.broadcast")
     root = validate.integer("fnn.distributed.broadcast", "root", root, low=0, high=w.size - 1)
-    _check_same_trees(w, "fnn.distributed.broadcast", tree)
-    pairs, rebuild = _tree.flatten(tree)
-    leaves = [leaf for _, leaf in pairs]
+    _, leaves, rebuild = _check_same_trees(w, "fnn.distributed.broadcast", tree)
     if w.size == 1:
         return rebuild([leaf.copy() for leaf in leaves])
     buffers = _pack(leaves)
@@ -308,13 +311,11 @@ def allreduce(world: World, tree: Any, *, mean: bool = False, deterministic: boo
     w = _check_world(world, "fnn.distributed.allreduce")
     mean = validate.boolean("fnn.distributed.allreduce", "mean", mean)
     deterministic = validate.boolean("fnn.distributed.allreduce", "deterministic", deterministic)
-    sig = _check_same_trees(w, "fnn.distributed.allreduce", tree)
+    sig, leaves, rebuild = _check_same_trees(w, "fnn.distributed.allreduce", tree)
     if mean and any(np.dtype(d).kind != "f" for _, _, d in sig):
         raise TypeError("fnn.distributed.allreduce: mean=True needs float leaves; sum integer counts instead")
     if w.size == 1:
         return tree
-    pairs, rebuild = _tree.flatten(tree)
-    leaves = [leaf for _, leaf in pairs]
     buffers = _pack(leaves)
     for buf, _ in buffers.values():
         if deterministic:
@@ -390,14 +391,7 @@ def shard(world: World, arrays: Sequence[np.ndarray]) -> Shard:
     array([0, 1, 2, 3, 4])
     """
     w = _check_world(world, "fnn.distributed.shard")
-    if isinstance(arrays, np.ndarray) or not isinstance(arrays, (tuple, list)) or not arrays:
-        raise TypeError(f"fnn.distributed.shard: arrays must be a non-empty tuple of arrays such as (x, y), "
-                        f"got {type(arrays).__name__}")
-    arrays = tuple(np.asarray(a) for a in arrays)
-    lengths = [len(a) if a.ndim else None for a in arrays]
-    if lengths[0] is None or any(length != lengths[0] for length in lengths):
-        raise ValueError(f"fnn.distributed.shard: arrays must share their first axis length, got lengths {lengths}")
-    n = int(lengths[0])
+    arrays, n = validate.aligned_arrays("fnn.distributed.shard", arrays)
     lo, hi = _bounds(w, n)
     return Shard(tuple(a[lo:hi] for a in arrays), lo, n)
 

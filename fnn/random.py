@@ -86,18 +86,6 @@ def generator(k: Key) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(_seq(k, _DRAW)))
 
 
-def _shape(shape: Any, where: str) -> tuple[int, ...]:
-    """A draw's shape: an int or a tuple of non-negative ints, batch axis included (numpy's errors
-    name no function). Not :func:`fnn.validate.example_shape`, which is for one example and
-    refuses an int; the kind of each entry is checked with :func:`fnn.validate.is_int`."""
-    dims = (shape,) if _validate.is_int(shape) else shape
-    if not isinstance(dims, (tuple, list)) or not all(_validate.is_int(d) for d in dims):
-        raise TypeError(f"{where}: shape must be an int or a tuple of ints, got {shape!r:.60}")
-    if any(d < 0 for d in dims):
-        raise ValueError(f"{where}: shape must be a tuple of non-negative ints, got {shape!r}")
-    return tuple(int(d) for d in dims)
-
-
 def uniform(
     k: Key, shape: tuple[int, ...], dtype: Any = np.float32, low: float = 0.0, high: float = 1.0
 ) -> np.ndarray:
@@ -106,7 +94,7 @@ def uniform(
     dt = _validate.float_dtype(where, dtype)
     low = _validate.number(where, "low", low)
     high = _validate.number(where, "high", high)
-    out = np.asarray(generator(k).uniform(low, high, size=_shape(shape, where))).astype(dt, copy=False)
+    out = np.asarray(generator(k).uniform(low, high, size=_validate.array_shape(where, shape))).astype(dt, copy=False)
     if high > low:  # rounding (numpy's, then the cast to float32) can reach ``high``: keep it excluded
         top = dt.type(high)
         np.minimum(out, np.nextafter(top, dt.type(low)) if top >= high else top, out=out)
@@ -121,13 +109,13 @@ def normal(
     dt = _validate.float_dtype(where, dtype)
     mean = _validate.number(where, "mean", mean)
     std = _validate.number(where, "std", std, low=0.0)
-    return np.asarray(generator(k).normal(mean, std, size=_shape(shape, where))).astype(dt, copy=False)
+    return np.asarray(generator(k).normal(mean, std, size=_validate.array_shape(where, shape))).astype(dt, copy=False)
 
 
 def bernoulli(k: Key, p: float, shape: tuple[int, ...]) -> np.ndarray:
     """Boolean array whose entries are ``True`` with probability ``p``."""
     p = _validate.probability("fnn.random.bernoulli", "p", p)
-    return generator(k).random(size=_shape(shape, "fnn.random.bernoulli")) < p
+    return generator(k).random(size=_validate.array_shape("fnn.random.bernoulli", shape)) < p
 
 
 def permutation(k: Key, n: int) -> np.ndarray:

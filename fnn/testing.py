@@ -28,6 +28,7 @@ import numpy as np
 from fnn import random as _random
 from fnn import tree as _tree
 from fnn.core import Layer, check_is_layer, example_batch, is_index_array, output_shape, shape_of
+from fnn.inspection import closure_arrays
 
 __all__ = ["GradientCheckError", "ContractError", "CHECKS", "check_vjp", "check_vjp_fn", "check_layer"]
 
@@ -204,12 +205,19 @@ class _Subject(NamedTuple):
     k_fd: _random.Key
     rtol: float
     atol: float
+    memo: dict[str, Any]  # results several checks read, computed once
 
     def run(self, params: Any, x: Any, **options: Any) -> Any:
         return self.layer.apply(params, x, **{**self.options, **options})
 
     def fail(self, prop: str, detail: str) -> None:
         raise ContractError(f"check_layer({self.layer.kind}): {prop}: {detail}")
+
+    def grads(self) -> Any:
+        """``vjp(dy)`` of the subject's application."""
+        if "grads" not in self.memo:
+            self.memo["grads"] = self.out[1](self.dy)
+        return self.memo["grads"]
 
 
 def _check_shapes(s: _Subject) -> Any:
@@ -236,7 +244,7 @@ def _check_gradients(s: _Subject) -> Any:
 
 
 def _check_need_dx(s: _Subject) -> Any:
-    full = s.out[1](s.dy)
+    full = s.grads()
     try:
         dparams, dx = s.out[1](s.dy, need_dx=False)
     except TypeError as err:
@@ -254,7 +262,7 @@ def _check_inference(s: _Subject) -> Any:
     out = s.run(s.params, s.x, need_vjp=False)
     if not (_same_bits(out[0], s.out[0]) and _same_bits(out.state, s.out.state)):
         s.fail("inference", "apply(..., need_vjp=False) gave another output or state than apply(...)")
-    kept = [a for cell in (out[1].__closure__ or ()) for a in _arrays(_cell_value(cell))]
+    kept = closure_arrays(out[1])
     if kept:
         s.fail("inference", f"the vjp of apply(..., need_vjp=False) keeps {len(kept)} arrays alive")
     try:
@@ -267,36 +275,47 @@ def _check_inference(s: _Subject) -> Any:
     return True
 
 
-def _cell_value(cell: Any) -> Any:
-    try:
-        return cell.cell_contents
-    except ValueError:  # an empty cell
-        return None
+def _frozen_run(s: _Subject) -> tuple[dict[str, Any], dict[str, Any], Any, Any, Any]:
+    """One application and two vjp calls on read-only copies of the inputs (computed once, for
+    the purity, vjp-twice and aliasing checks): the copies, their values before, the output
+    and the two gradients."""
+    if "frozen" not in s.memo:
+        frozen = {"params": _readonly_copy(s.params), "x": _readonly_copy(s.x), "dy": _readonly_copy(s.dy),
+                  "state": _readonly_copy(s.options.get("state"))}
+        before = {k: _tree.map(lambda a: a.copy() if isinstance(a, np.ndarray) else a, v) for k, v in frozen.items()}
+        try:
+            out = s.run(frozen["params"], frozen["x"], state=frozen["state"])
+            grads_1, grads_2 = out[1](frozen["dy"]), out[1](frozen["dy"])
+        except ValueError as err:
+            if "read-only" in str(err):
+                s.fail("purity", f"apply or vjp wrote into a read-only input ({err})")
+            raise
+        s.memo["frozen"] = (frozen, before, out, grads_1, grads_2)
+    result: tuple[dict[str, Any], dict[str, Any], Any, Any, Any] = s.memo["frozen"]
+    return result
 
 
-def _check_purity_twice_aliasing(s: _Subject, which: str) -> Any:
-    frozen = {"params": _readonly_copy(s.params), "x": _readonly_copy(s.x), "dy": _readonly_copy(s.dy),
-              "state": _readonly_copy(s.options.get("state"))}
-    before = {k: _tree.map(lambda a: a.copy() if isinstance(a, np.ndarray) else a, v) for k, v in frozen.items()}
-    try:
-        out = s.run(frozen["params"], frozen["x"], state=frozen["state"])
-        grads_1, grads_2 = out[1](frozen["dy"]), out[1](frozen["dy"])
-    except ValueError as err:
-        if "read-only" in str(err):
-            s.fail("purity", f"apply or vjp wrote into a read-only input ({err})")
-        raise
-    if which == "purity":
-        for name, value in frozen.items():
-            if not _same_bits(value, before[name]):
-                s.fail("purity", f"{name} changed during apply or vjp")
-    elif which == "vjp_twice":
-        if not _same_bits(grads_1, grads_2):
-            s.fail("vjp twice", "calling vjp twice with the same dy gave different results")
-    else:
-        inputs = [a for v in frozen.values() for a in _arrays(v)]
-        for name, value in {"y": out[0], "dparams": grads_1[0], "dx": grads_1[1], "state": out.state}.items():
-            if any(np.shares_memory(a, b) for a in _arrays(value) for b in inputs):
-                s.fail("aliasing", f"{name} shares memory with an input, a parameter, the state or dy")
+def _check_purity(s: _Subject) -> Any:
+    frozen, before, _, _, _ = _frozen_run(s)
+    for name, value in frozen.items():
+        if not _same_bits(value, before[name]):
+            s.fail("purity", f"{name} changed during apply or vjp")
+    return True
+
+
+def _check_vjp_twice(s: _Subject) -> Any:
+    _, _, _, grads_1, grads_2 = _frozen_run(s)
+    if not _same_bits(grads_1, grads_2):
+        s.fail("vjp twice", "calling vjp twice with the same dy gave different results")
+    return True
+
+
+def _check_aliasing(s: _Subject) -> Any:
+    frozen, _, out, grads_1, _ = _frozen_run(s)
+    inputs = [a for v in frozen.values() for a in _arrays(v)]
+    for name, value in {"y": out[0], "dparams": grads_1[0], "dx": grads_1[1], "state": out.state}.items():
+        if any(np.shares_memory(a, b) for a in _arrays(value) for b in inputs):
+            s.fail("aliasing", f"{name} shares memory with an input, a parameter, the state or dy")
     return True
 
 
@@ -338,7 +357,7 @@ def _check_dtype(s: _Subject) -> Any:
 def _check_batch_independence(s: _Subject) -> Any:
     if s.batch_coupled or s.batch_size == 1:
         return "skipped (batch-coupled)" if s.batch_coupled else "skipped (batch of 1)"
-    y, grads = s.out[0], s.out[1](s.dy)
+    y, grads = s.out[0], s.grads()
     total = _tree.zeros_like(grads[0])
     for n in range(s.batch_size):
         def row(t: Any, n: int = n) -> Any:
@@ -357,7 +376,7 @@ def _check_batch_independence(s: _Subject) -> Any:
 
 
 def _check_layouts(s: _Subject) -> Any:
-    grads = s.out[1](s.dy)
+    grads = s.grads()
     for name in ("Fortran-ordered", "non-contiguous", "negative-stride"):
         x_l = _tree.map(lambda a, name=name: _layouts(a)[name] if a.ndim >= 2 else a, s.x)
         out_l = s.run(s.params, x_l)
@@ -372,9 +391,9 @@ _CHECK_FUNCTIONS: dict[str, Callable[[_Subject], Any]] = {
     "gradients": _check_gradients,
     "need_dx": _check_need_dx,
     "inference": _check_inference,
-    "purity": lambda s: _check_purity_twice_aliasing(s, "purity"),
-    "vjp_twice": lambda s: _check_purity_twice_aliasing(s, "vjp_twice"),
-    "aliasing": lambda s: _check_purity_twice_aliasing(s, "aliasing"),
+    "purity": _check_purity,
+    "vjp_twice": _check_vjp_twice,
+    "aliasing": _check_aliasing,
     "state": _check_state,
     "dtype": _check_dtype,
     "batch_independence": _check_batch_independence,
@@ -438,5 +457,5 @@ def check_layer(
     dy = rebuild([_random.normal(k, np.shape(a), np.asarray(a).dtype)
                   for k, (_, a) in zip(_random.split(k_dy, len(pairs)), pairs)])
     subject = _Subject(layer, params, x, options, out, dy, batch_size, batch_coupled, shape, k_init, k_fd,
-                       rtol, atol)
+                       rtol, atol, {})
     return {name: _CHECK_FUNCTIONS[name](subject) for name in CHECKS if name in chosen and name not in set(skip)}

@@ -43,9 +43,11 @@ __all__ = [
     "padding",
     "float_dtype",
     "number_pair",
+    "aligned_arrays",
     "function",
     "instance",
     "example_shape",
+    "array_shape",
     "key",
     "Pair",
     "Padding",
@@ -183,6 +185,17 @@ def example_shape(where: str, shape: Any) -> Any:
     return tuple(int(s) for s in shape)
 
 
+def array_shape(where: str, shape: Any) -> tuple[int, ...]:
+    """A whole array's shape (batch axis included, as numpy takes it): an int or a tuple of
+    non-negative ints. (:func:`example_shape` is one example's, and refuses an int.)"""
+    dims = (shape,) if is_int(shape) else shape
+    if not isinstance(dims, (tuple, list)) or not all(is_int(d) for d in dims):
+        raise TypeError(f"{where}: shape must be an int or a tuple of ints, got {shape!r:.60}")
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{where}: shape must be a tuple of non-negative ints, got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
 def key(where: str, value: Any) -> np.ndarray:
     """A key made by ``fnn.random.key``: a ``uint32`` array of shape ``(4,)``."""
     if not isinstance(value, np.ndarray):
@@ -215,3 +228,18 @@ def instance(where: str, name: str, value: Any, cls: type, what: str) -> Any:
     if not isinstance(value, cls):
         raise TypeError(f"{where}: {name} must be {what}, got {type(value).__name__}")
     return value
+
+
+def aligned_arrays(where: str, arrays: Any) -> tuple[tuple[np.ndarray, ...], int]:
+    """A non-empty tuple (or list) of arrays sharing their first axis, such as ``(x, y)``, as a
+    tuple of numpy arrays, and that length."""
+    if isinstance(arrays, np.ndarray) or not isinstance(arrays, (tuple, list)):
+        raise TypeError(f"{where}: arrays must be a tuple of arrays such as (x, y) or (x,), "
+                        f"got {type(arrays).__name__}")
+    arrays = tuple(np.asarray(a) for a in arrays)
+    if not arrays:
+        raise ValueError(f"{where}: needs at least one array")
+    lengths = [len(a) if a.ndim else None for a in arrays]
+    if lengths[0] is None or any(length != lengths[0] for length in lengths):
+        raise ValueError(f"{where}: arrays must share their first axis length, got lengths {lengths}")
+    return arrays, int(lengths[0])

@@ -126,10 +126,12 @@ def test_batches_check_their_arguments_when_called() -> None:
 
 
 def test_shard_rejects_a_bare_array_and_unaligned_arrays() -> None:
-    with pytest.raises(TypeError, match="arrays must be a non-empty tuple of arrays"):
+    with pytest.raises(TypeError, match="fnn.distributed.shard: arrays must be a tuple of arrays such as"):
         dist.shard(dist.World(), np.ones(3))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"share their first axis length, got lengths \[3, 2\]"):
         dist.shard(dist.World(), (np.ones(3), np.ones(2)))
+    with pytest.raises(ValueError, match=r"fnn.distributed.shard: needs at least one array"):
+        dist.shard(dist.World(), ())
 
 
 def mixed_tree() -> dict[str, Any]:

@@ -95,3 +95,20 @@ def test_float_dtype():
         v.float_dtype("init", np.int64)
     with pytest.raises(TypeError, match=r"^init: dtype must be float32 or float64, got 'nope'"):
         v.float_dtype("init", "nope")
+
+
+def test_aligned_arrays():
+    arrays, n = v.aligned_arrays("f", [np.zeros((3, 2)), [1, 2, 3]])
+    assert n == 3 and isinstance(arrays, tuple) and all(isinstance(a, np.ndarray) for a in arrays)
+    with pytest.raises(TypeError, match=r"^f: arrays must be a tuple of arrays such as \(x, y\) .*, got ndarray"):
+        v.aligned_arrays("f", np.zeros(3))
+    with pytest.raises(ValueError, match=r"^f: arrays must share their first axis length, got lengths \[3, None\]"):
+        v.aligned_arrays("f", (np.zeros(3), np.array(1.0)))
+
+
+def test_array_shape():
+    assert v.array_shape("f", np.int64(3)) == (3,) and v.array_shape("f", [2, 0]) == (2, 0)
+    with pytest.raises(TypeError, match=r"^f: shape must be an int or a tuple of ints, got \(2.0,\)"):
+        v.array_shape("f", (2.0,))
+    with pytest.raises(ValueError, match=r"^f: shape must be a tuple of non-negative ints, got -2"):
+        v.array_shape("f", -2)

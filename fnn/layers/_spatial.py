@@ -1,23 +1,13 @@
-"""Kinds, shape checks and padding shared by the 2-D layers (Conv2D and the pools); their
+"""Shape checks and padding shared by the 2-D layers (Conv2D and the pools); their
 arguments are checked by :mod:`fnn.validate` (``validate.pair``, ``validate.padding``)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from fnn.ops import Padding, Pair, out_size
 
-__all__ = ["layer_kind", "resolve_padding", "check_nchw", "check_fits"]
-
-
-def layer_kind(name: str, args: Sequence[str], options: Sequence[tuple[str, Any, Any]]) -> str:
-    """``name(args, option=value, ...)`` with the ``(option, value, default)`` whose value is not
-    its default (of another type, or unequal), as ``repr``: ``"Conv2D(6, 5, padding=2)"``."""
-    extras = [f"{n}={v!r}" for n, v, default in options if not (type(v) is type(default) and v == default)]
-    return f"{name}({', '.join([*args, *extras])})"
+__all__ = ["resolve_padding", "check_nchw", "check_fits"]
 
 
 def resolve_padding(padding: Padding | str, size: tuple[int, int], kernel: Pair, stride: Pair,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fnn import validate
-from fnn.core import Layer, parameterless
+from fnn.core import Layer, layer_kind, parameterless
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
            "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
@@ -145,7 +145,7 @@ def Tanh() -> Layer:
 
 
 def _softmax_kind(name: str, axis: Any) -> str:
-    return f"{name}()" if type(axis) is int and axis == -1 else f"{name}(axis={axis!r})"
+    return layer_kind(name, [], [("axis", axis, -1)])
 
 
 def _check_axis(kind: str, axis: int, x: Arr) -> None:

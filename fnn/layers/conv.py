@@ -15,8 +15,8 @@ import numpy as np
 from fnn import init as _init
 from fnn import random as _random
 from fnn import validate
-from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer, vjp_with
-from fnn.layers._spatial import check_fits, check_nchw, layer_kind, resolve_padding
+from fnn.core import Layer, Options, check_cotangent, check_params, layer_kind, like, make_layer, vjp_with
+from fnn.layers._spatial import check_fits, check_nchw, resolve_padding
 from fnn.ops import Padding, Pair, col2img, img2col, matmul_nt, matmul_wide, out_size
 
 __all__ = ["Conv2D", "Conv2DCache", "conv2d_forward", "conv2d_backward", "conv2d_sq_norms", "conv2d_dx_flipped",

@@ -9,7 +9,7 @@ import numpy as np
 from fnn import init as _init
 from fnn import random as _random
 from fnn import validate
-from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer, vjp_with
+from fnn.core import Layer, Options, check_cotangent, check_params, layer_kind, like, make_layer, vjp_with
 
 __all__ = ["Dense", "DenseCache", "dense_forward", "dense_backward", "dense_sq_norms"]
 
@@ -77,10 +77,10 @@ def Dense(out_features: int, bias: bool = True, w_init: _init.Initializer = _ini
     >>> y.shape
     (2, 3)
     """
-    where = f"Dense({out_features!r})" if bias is True else f"Dense({out_features!r}, bias={bias!r})"
+    where = layer_kind("Dense", [repr(out_features)], [("bias", bias, True)])
     n_out = validate.integer(where, "out_features", out_features, low=1)
     bias = validate.boolean(where, "bias", bias)
-    kind = f"Dense({n_out})" if bias else f"Dense({n_out}, bias=False)"
+    kind = layer_kind("Dense", [str(n_out)], [("bias", bias, True)])
 
     def init(key: Any, shape: tuple[int, ...], dtype: np.dtype) -> dict[str, np.ndarray]:
         if len(shape) < 1 or shape[-1] == 0:

@@ -9,7 +9,7 @@ import numpy as np
 from fnn import init as _init
 from fnn import random as _random
 from fnn import validate
-from fnn.core import FLOAT_DTYPES, Layer, Options, check_cotangent, check_params, like, make_layer
+from fnn.core import FLOAT_DTYPES, Layer, Options, check_cotangent, check_params, layer_kind, like, make_layer
 
 __all__ = ["Embedding", "embedding_forward", "embedding_backward", "standard_normal"]
 
@@ -36,8 +36,7 @@ def standard_normal(key: _random.Key, shape: tuple[int, ...], dtype: Any = np.fl
 
 
 def _kind(num_embeddings: Any, features: Any, padding_idx: Any) -> str:
-    extras = "" if padding_idx is None else f", padding_idx={padding_idx!r}"
-    return f"Embedding({num_embeddings!r}, {features!r}{extras})"
+    return layer_kind("Embedding", [repr(num_embeddings), repr(features)], [("padding_idx", padding_idx, None)])
 
 
 def Embedding(num_embeddings: int, features: int, padding_idx: int | None = None,

@@ -13,7 +13,17 @@ from typing import Any
 import numpy as np
 
 from fnn import validate
-from fnn.core import INITIAL_STATE, Layer, Options, Output, check_cotangent, check_params, like, make_layer
+from fnn.core import (
+    INITIAL_STATE,
+    Layer,
+    Options,
+    Output,
+    check_cotangent,
+    check_params,
+    is_default,
+    like,
+    make_layer,
+)
 from fnn.distributed import World, allgather
 
 __all__ = ["BatchNorm", "LayerNorm", "batch_norm_forward", "batch_norm_backward", "layer_norm_forward",
@@ -157,8 +167,7 @@ def _check_state(kind: str, state: Any, c: int, dtype: np.dtype, train: bool) ->
 
 
 def _defaults(values: tuple[Any, ...], defaults: tuple[Any, ...]) -> bool:
-    """Whether every value is its default, of the same type (``1`` is not ``True``, nor ``np.float64(0.1)`` ``0.1``)."""
-    return all(type(v) is type(d) and v == d for v, d in zip(values, defaults))
+    return all(is_default(v, d) for v, d in zip(values, defaults))
 
 
 def _batch_norm_kind(momentum: Any, eps: Any, affine: Any, sync: Any) -> str:

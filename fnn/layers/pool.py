@@ -13,8 +13,8 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 
 from fnn import validate
-from fnn.core import Layer, Options, parameterless
-from fnn.layers._spatial import check_fits, check_nchw, layer_kind
+from fnn.core import Layer, Options, layer_kind, parameterless
+from fnn.layers._spatial import check_fits, check_nchw
 from fnn.ops import Padding, Pair, col2img, pad2d, windows
 
 __all__ = [

@@ -55,7 +55,7 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import validate
-from fnn.core import Layer, Options, check_cotangent, check_params, like, make_layer, parameterless
+from fnn.core import Layer, Options, check_cotangent, check_params, layer_kind, like, make_layer, parameterless
 
 __all__ = ["RNN", "LSTM", "GRU", "LastStep", "MeanOverTime", "recurrent_forward", "recurrent_backward",
            "last_step_forward", "last_step_backward", "mean_over_time_forward", "mean_over_time_backward"]
@@ -396,9 +396,7 @@ def _kind(name: str, hidden_size: Any, num_layers: Any, nonlinearity: Any, bidir
     default's type: given the arguments as passed, it shows a bad one)."""
     options = [("num_layers", num_layers, 1), ("nonlinearity", nonlinearity, "tanh"),
                ("bidirectional", bidirectional, False), ("batch_first", batch_first, True)]
-    shown = [f"{arg}={value!r}" for arg, value, default in options
-             if (arg != "nonlinearity" or name == "RNN") and (type(value) is not type(default) or value != default)]
-    return f"{name}({', '.join([repr(hidden_size), *shown])})"
+    return layer_kind(name, [repr(hidden_size)], [o for o in options if o[0] != "nonlinearity" or name == "RNN"])
 
 
 def _recurrent(name: str, hidden_size: int, num_layers: int, nonlinearity: str, bidirectional: bool,

@@ -89,7 +89,6 @@ def _adam_rule(b1: float, b2: float, eps: float, amsgrad: bool, decoupled: bool)
 def _adam_args(where: str, betas: tuple[float, float], eps: float, weight_decay: float,
                amsgrad: bool) -> tuple[float, float, float, float, bool]:
     """The checked hyperparameters of Adam and AdamW: each beta a number in ``[0, 1)``."""
-    # fnn.validate.pair takes ints only; a pair of numbers is checked here, each number by validate.number.
     b1, b2 = validate.number_pair(where, "betas", betas, low=0.0, high=1.0, high_open=True)
     return (b1, b2, validate.number(where, "eps", eps, low=0.0),
             validate.number(where, "weight_decay", weight_decay, low=0.0),
