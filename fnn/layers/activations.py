@@ -2,7 +2,9 @@
 
 Each layer's maths is a pair of module-level functions on arrays, ``<layer>_forward(x, ...)
 -> (y, cache)`` and ``<layer>_backward(cache, dy, ...) -> dx``; the constructor validates its
-arguments and its vjp keeps only the cache.
+arguments and its vjp keeps only the cache. GELU and SiLU cache their derivative ``dy/dx``
+(one array, computed with ``y`` from shared terms, and not at all under ``need_vjp=False``),
+so their backward is one multiplication.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from typing import Any
 import numpy as np
 
 from fnn import validate
-from fnn.core import Layer, layer_kind, parameterless
+from fnn._special import normal_cdf_and_pdf
+from fnn.core import Layer, Options, layer_kind, parameterless
 
-__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
+__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "GELU", "SiLU",
            "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
            "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
-           "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward"]
+           "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+           "gelu_forward", "gelu_backward", "silu_forward", "silu_backward"]
 
 Arr = np.ndarray
 
@@ -185,3 +189,123 @@ def LogSoftmax(axis: int = -1) -> Layer:
         return y, lambda dy: log_softmax_backward(cache, dy, axis)
 
     return parameterless(kind, forward)
+
+
+def _logistic(v: Arr) -> tuple[Arr, Arr]:
+    """``(sigmoid(v), sigmoid(v) * sigmoid(-v))``, both accurate relative to their values for every
+    ``v`` (no ``1 - sigmoid`` cancellation) and never overflowing: from ``s = exp(-|v|)``, the
+    sigmoid is ``1 / (1 + s)`` for ``v >= 0`` and ``s / (1 + s)`` below, and the product ``s / (1 + s)^2``."""
+    s = np.abs(v)
+    np.negative(s, out=s)
+    np.exp(s, out=s)
+    r = s + 1.0
+    np.reciprocal(r, out=r)
+    sig = s * r
+    np.copyto(sig, r, where=v >= 0)
+    s *= r
+    s *= r
+    return sig, s
+
+
+_GELU_FORMS = ("none", "tanh")
+_TANH_C = 0.7978845608028654  # sqrt(2 / pi)
+_TANH_K = 0.044715
+_TANH_LIMIT = 30.0  # past it the tanh form's sigmoid is exactly 0 or 1 in float32 and float64, and x^3 cannot overflow
+
+
+def gelu_forward(x: Arr, approximate: str = "none", need_grad: bool = True) -> tuple[Arr, Arr | None]:
+    """``x -> y = x * Phi(x)``, ``Phi`` the standard normal CDF ``(1 + erf(x / sqrt(2))) / 2``
+    (``approximate="none"``), or ``y = x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))``
+    (``"tanh"``), any shape. The cache is ``dy/dx`` (``None`` unless ``need_grad``).
+
+    Both forms are computed without cancellation, so ``y`` is accurate relative to its value
+    for large negative ``x`` too: ``Phi`` from ``erfc`` (:mod:`fnn._special`), and the tanh form
+    as ``x * sigmoid(2 u)``, ``u`` the tanh's argument, from ``exp(-|2 u|)``.
+    """
+    approximate = validate.choice("gelu_forward", "approximate", approximate, _GELU_FORMS)
+    if approximate == "none":
+        cdf, pdf = normal_cdf_and_pdf(x)
+        y = x * cdf
+        if not need_grad:
+            return y, None
+        pdf *= x  # dy/dx = Phi(x) + x phi(x)
+        pdf += cdf
+        return y, pdf
+    xc = np.clip(x, -_TANH_LIMIT, _TANH_LIMIT)
+    x2 = xc * xc
+    v = x2 * (2 * _TANH_C * _TANH_K)
+    v += 2 * _TANH_C
+    v *= xc  # 2 u
+    sig, dsig = _logistic(v)
+    y = x * sig
+    if not need_grad:
+        return y, None
+    x2 *= 6 * _TANH_C * _TANH_K  # dy/dx = sigmoid(2 u) + x sigmoid'(2 u) 2 u'
+    x2 += 2 * _TANH_C
+    x2 *= xc
+    x2 *= dsig
+    x2 += sig
+    return y, x2
+
+
+def gelu_backward(grad: Arr, dy: Arr) -> Arr:
+    """``dx = dy * dy/dx``, the derivative cached by :func:`gelu_forward`."""
+    return dy * grad
+
+
+def silu_forward(x: Arr, need_grad: bool = True) -> tuple[Arr, Arr | None]:
+    """``x -> y = x * sigmoid(x)``, any shape, accurate relative to its value for large negative
+    ``x`` and never overflowing. The cache is ``dy/dx = sigmoid(x) (1 + x sigmoid(-x))`` (``None``
+    unless ``need_grad``)."""
+    sig, dsig = _logistic(x)
+    y = x * sig
+    if not need_grad:
+        return y, None
+    dsig *= x
+    dsig += sig
+    return y, dsig
+
+
+def silu_backward(grad: Arr, dy: Arr) -> Arr:
+    """``dx = dy * dy/dx``, the derivative cached by :func:`silu_forward`."""
+    return dy * grad
+
+
+def GELU(approximate: str = "none") -> Layer:
+    """Gaussian error linear unit, as ``torch.nn.GELU``: ``y = x * Phi(x)``, any shape, ``Phi``
+    the standard normal CDF; ``approximate="tanh"`` is the tanh approximation
+    ``x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`` (GPT-2's). Default ``"none"``
+    (exact, PyTorch's default). Both are accurate relative to their values for large negative
+    ``x``, where PyTorch's ``1 + erf``/``1 + tanh`` cancels (see :func:`gelu_forward`). The vjp
+    keeps ``dy/dx``.
+
+    >>> GELU().apply({}, np.array([[-1.0, 0.0, 2.0]]))[0]
+    array([[-0.15865525,  0.        ,  1.95449974]])
+    """
+    kind = layer_kind("GELU", [], [("approximate", approximate, "none")])
+    approximate = validate.choice(kind, "approximate", approximate, _GELU_FORMS)
+
+    def forward(x: Arr, opts: Options) -> Any:
+        y, grad = gelu_forward(x, approximate, need_grad=opts.need_vjp)
+        if grad is None:  # need_vjp=False: make_layer's vjp refuses to run
+            return y, None
+        return y, lambda dy: gelu_backward(grad, dy)
+
+    return parameterless(kind, forward, with_options=True)
+
+
+def SiLU() -> Layer:
+    """Sigmoid linear unit (swish), as ``torch.nn.SiLU``: ``y = x * sigmoid(x)``, any shape,
+    never overflowing. The vjp keeps ``dy/dx``.
+
+    >>> SiLU().apply({}, np.array([[-1.0, 0.0, 2.0]]))[0]
+    array([[-0.26894142,  0.        ,  1.76159416]])
+    """
+
+    def forward(x: Arr, opts: Options) -> Any:
+        y, grad = silu_forward(x, need_grad=opts.need_vjp)
+        if grad is None:  # need_vjp=False: make_layer's vjp refuses to run
+            return y, None
+        return y, lambda dy: silu_backward(grad, dy)
+
+    return parameterless("SiLU()", forward, with_options=True)
