@@ -79,9 +79,9 @@ __all__ = [
     "LAUNCHER_VARS",
 ]
 
-# Environment variables that MPI launchers set in the processes they start (Open MPI,
-# MPICH/Hydra and Intel MPI, PMIx as used by Open MPI 5 and Slurm, MVAPICH2).
 LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
+"""Environment variables that MPI launchers set in the processes they start (Open MPI,
+MPICH/Hydra and Intel MPI, PMIx as used by Open MPI 5 and Slurm, MVAPICH2)."""
 
 
 class DistributedError(RuntimeError):

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 Initializer = Callable[..., np.ndarray]
+"""``init(key, shape, dtype=np.float32, **hyperparameters) -> array`` of that shape and dtype."""
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 Tree = Any
+"""A leaf (an array or scalar) or a dict, list or tuple of trees: params, gradients, optimizer state."""
 KeyPath = tuple[Any, ...]
+"""The dict keys and sequence indices from the root of a tree to one leaf."""
 
 
 def is_container(t: Any) -> bool:

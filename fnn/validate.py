@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 Pair = tuple[int, int]
+"""A 2-D size, ``(height, width)``: kernel size, stride, dilation."""
 Padding = tuple[int, int, int, int]
 """Padding as ``(top, bottom, left, right)``."""
 
