@@ -20,7 +20,13 @@ def adagrad(lr: float | Schedule = 1e-2, lr_decay: float = 0.0, weight_decay: fl
             initial_accumulator_value: float = 0.0, eps: float = 1e-10,
             decay_mask: DecayMask | None = None) -> Optimizer:
     """``torch.optim.Adagrad``: ``g += wd * p``; ``s += g²``;
-    ``p -= lr / (1 + (t - 1) * lr_decay) * g / (sqrt(s) + eps)``. State: ``{"step", "sum"}``."""
+    ``p -= lr / (1 + (t - 1) * lr_decay) * g / (sqrt(s) + eps)``. State: ``{"step", "sum"}``, where
+    ``"sum"`` starts at ``initial_accumulator_value`` (as ``init`` returns it).
+
+    >>> opt = fnn.optim.adagrad(initial_accumulator_value=0.5)
+    >>> opt.init({"w": np.zeros(2)})["sum"]["w"].tolist()
+    [0.5, 0.5]
+    """
     where = "adagrad"
     lr_decay = validate.number(where, "lr_decay", lr_decay, low=0.0)
     weight_decay = validate.number(where, "weight_decay", weight_decay, low=0.0)
@@ -30,11 +36,11 @@ def adagrad(lr: float | Schedule = 1e-2, lr_decay: float = 0.0, weight_decay: fl
     def rule(p: np.ndarray, g: np.ndarray, bufs: Bufs, t: int, lr: float, wd: float) -> tuple[np.ndarray, Bufs]:
         if wd:
             g = g + wd * p
-        s = (bufs["sum"] + init_acc if t == 1 else bufs["sum"]) + g * g
+        s = bufs["sum"] + g * g
         clr = lr / (1 + (t - 1) * lr_decay)
         return p - clr * g / (np.sqrt(s) + eps), {"sum": s}
 
-    return leafwise(where, lr, ("sum",), rule, weight_decay, decay_mask)
+    return leafwise(where, lr, ("sum",), rule, weight_decay, decay_mask, initial={"sum": init_acc})
 
 
 def rmsprop(lr: float | Schedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,

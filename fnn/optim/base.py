@@ -1,27 +1,32 @@
-"""What every optimizer shares: the ``(init, update)`` pair, learning rates that may be
-schedules, weight-decay masks, and the checks on trees (hyperparameters are checked with
-:mod:`fnn.validate`).
+"""What every optimizer shares: the :class:`Optimizer` and :class:`GradientTransformation`
+pairs, learning rates that may be schedules, weight-decay masks, and :func:`leafwise`, which
+turns a per-leaf *rule* into an optimizer (hyperparameters are checked with :mod:`fnn.validate`,
+trees with :mod:`fnn.optim.checks`).
 
-Optimizers are written as a per-leaf *rule* and turned into an :class:`Optimizer`
-by :func:`leafwise`, which owns the step count, the structure checks, the
-learning-rate schedule and the weight-decay mask.
+``leafwise`` owns the step count, the structure checks, the learning-rate schedule, the
+``lr_scale`` keyword and the weight-decay mask; a rule sees one leaf at a time.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from fnn import tree as _tree
 from fnn import validate
+from fnn.optim import checks
 
-__all__ = ["Optimizer", "Schedule", "DecayMask", "Rule", "leafwise", "as_schedule", "weights_only"]
+__all__ = ["Optimizer", "GradientTransformation", "Schedule", "DecayMask", "Mask", "Rule", "leafwise",
+           "as_schedule", "weights_only"]
 
 Schedule = Callable[[int], float]
+"""A learning rate as a function of the number of updates already done (from 0)."""
 DecayMask = Callable[[tuple[Any, ...], np.ndarray], bool] | dict[str, Any]
+"""A predicate ``(key_path, leaf) -> bool`` or a tree of bools with the structure of params."""
+Mask = Callable[[tuple[Any, ...], np.ndarray], bool] | Any
+"""A predicate ``(key_path, leaf) -> bool`` or a tree of bools with the structure of params."""
 Rule = Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray], int, float, float],
                 tuple[np.ndarray, dict[str, np.ndarray]]]
 """``rule(p, g, buffers, t, lr, weight_decay) -> (new_p, new_buffers)`` for one leaf;
@@ -31,13 +36,42 @@ Rule = Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray], int, float, floa
 class Optimizer(NamedTuple):
     """A pure optimizer: ``state = init(params)``; ``params, state = update(params, grads, state)``.
 
-    ``state`` is a dict of arrays: the number of updates done under ``"step"`` (so
-    a checkpoint of it resumes schedules and bias corrections exactly) and one
+    fnn's optimizers keep their state as a dict of arrays: the number of updates done under
+    ``"step"`` (so a checkpoint of it resumes schedules and bias corrections exactly) and one
     tree per buffer (``"momentum"``, ``"exp_avg"``, …) with the structure of ``params``.
+    Combinators nest states (``chain``: a tuple, ``multi_transform``: a dict by group,
+    ``lr_multiplier``: ``{"inner", "lr_multiplier"}``).
+
+    Two conventions every optimizer and transform in :mod:`fnn.optim` follows:
+
+    - a ``None`` leaf in ``grads`` means *no gradient* (PyTorch's ``p.grad is None``): that
+      leaf gets no update, no weight decay, and its buffers are returned as they were;
+    - ``update`` takes an optional keyword ``lr_scale`` (default ``None``, meaning 1) that
+      multiplies every learning rate of that call, as changing the ``lr`` of PyTorch's param
+      groups does; :func:`fnn.optim.lr_multiplier` keeps it in the state.
+
+    A hand-written ``Optimizer(init, update)`` works anywhere an optimizer is expected; it
+    needs these two only when used under ``freeze``/``masked`` (``None`` gradients) or
+    ``lr_multiplier`` (``lr_scale``).
     """
 
-    init: Callable[[Any], dict[str, Any]]
-    update: Callable[[Any, Any, dict[str, Any]], tuple[Any, dict[str, Any]]]
+    init: Callable[[Any], Any]
+    update: Callable[..., tuple[Any, Any]]
+
+
+class GradientTransformation(NamedTuple):
+    """A pure gradient transformation: ``state = init(params)``;
+    ``updates, state = update(updates, state, params)``.
+
+    ``updates`` are gradients on the way in and the changes to *add* to the params on the way
+    out of a whole chain (``scale_by_learning_rate`` flips the sign). They take the optional
+    keyword ``lr_scale`` and pass ``None`` leaves through untouched, as :class:`Optimizer` does.
+    :func:`fnn.optim.chain` composes them (ending with an optimizer, or not), and
+    :func:`fnn.optim.as_optimizer` makes one an optimizer: ``params + updates``.
+    """
+
+    init: Callable[[Any], Any]
+    update: Callable[..., tuple[Any, Any]]
 
 
 def as_schedule(where: str, lr: float | Schedule) -> Schedule:
@@ -55,7 +89,8 @@ def weights_only(path: tuple[Any, ...], leaf: np.ndarray) -> bool:
     return np.ndim(leaf) >= 2
 
 
-def _decay_flags(where: str, mask: DecayMask | None, params: Any) -> list[bool]:
+def decay_flags(where: str, mask: DecayMask | None, params: Any) -> list[bool]:
+    """One bool per leaf: does it get weight decay (``mask`` as in :func:`leafwise`)."""
     pairs = _tree.flatten(params)[0]
     if mask is None:
         return [True] * len(pairs)
@@ -65,68 +100,60 @@ def _decay_flags(where: str, mask: DecayMask | None, params: Any) -> list[bool]:
     return [bool(flag) for flag in _tree.leaves(mask)]
 
 
-def _check_float_leaves(where: str, name: str, t: Any, arrays_only: bool) -> None:
-    """Every leaf of ``t`` must be a float numpy array or scalar (with ``arrays_only``: not a
-    Python float, since updated params keep each leaf's dtype)."""
-    for path, leaf in _tree.flatten(t)[0]:
-        if isinstance(leaf, (np.ndarray, np.generic)):
-            ok, got = leaf.dtype.kind == "f", f"dtype {leaf.dtype}"
-        else:
-            ok, got = isinstance(leaf, float) and not arrays_only, type(leaf).__name__
-        if not ok:
-            raise TypeError(f"{where}: {name} leaf at {_tree.path_str(path)} must be a float numpy array, "
-                            f"got {got}")
+def check_decay_mask(where: str, mask: Any) -> None:
+    """A decay mask is ``None``, a predicate or a dict tree of bools."""
+    if mask is not None and not isinstance(mask, dict):
+        validate.function(where, "decay_mask", mask, "a predicate (path, leaf) -> bool or a tree of bools")
 
 
-def _check_step(where: str, step: Any) -> int:
-    # A bool (or bool array) has dtype kind "b", so it is refused with everything else that is not an integer.
-    if not (isinstance(step, (int, np.integer, np.ndarray)) and np.ndim(step) == 0
-            and np.asarray(step).dtype.kind in "iu" and int(step) >= 0):
-        raise ValueError(f"{where}: state['step'] must be a non-negative integer (0-d array) as made by init, "
-                         f"got {step!r:.80}")
-    return int(step)
+def full_like(value: float) -> Callable[[np.ndarray], np.ndarray]:
+    """``p -> np.full_like(p, value)``: a buffer's starting value."""
+    return lambda p: np.full_like(p, value)
 
 
 def leafwise(where: str, lr: float | Schedule, buffers: tuple[str, ...], rule: Rule,
-             weight_decay: float = 0.0, decay_mask: DecayMask | None = None) -> Optimizer:
-    """Build an :class:`Optimizer` from a per-leaf ``rule`` and buffer names (buffers start at zero).
+             weight_decay: float = 0.0, decay_mask: DecayMask | None = None,
+             initial: Mapping[str, float] | None = None) -> Optimizer:
+    """Build an :class:`Optimizer` from a per-leaf ``rule`` and buffer names.
 
+    Buffers start at zero, or at ``initial[name]`` (Adagrad's ``initial_accumulator_value``):
+    the state right after ``init`` is the state before the first step.
     ``decay_mask`` selects the leaves that get weight decay: a predicate
     ``(key_path, leaf) -> bool`` such as :func:`weights_only`, or a tree of bools
     with the structure of ``params``. ``None`` decays every leaf (PyTorch's default).
+    A ``None`` gradient leaf skips the rule: the param and its buffers come back as they were
+    (the same arrays). ``update(..., lr_scale=s)`` multiplies the learning rate by ``s``.
     """
     schedule = as_schedule(where, lr)
-    if decay_mask is not None and not isinstance(decay_mask, dict):
-        validate.function(where, "decay_mask", decay_mask, "a predicate (path, leaf) -> bool or a tree of bools")
+    check_decay_mask(where, decay_mask)
+    start = dict(initial or {})
 
     def init(params: Any) -> dict[str, Any]:
-        _check_float_leaves(where, "params", params, arrays_only=True)
-        return {"step": np.array(0, np.int64), **{b: _tree.zeros_like(params) for b in buffers}}
+        checks.float_leaves(where, "params", params, arrays_only=True)
+        return {"step": np.array(0, np.int64), **{b: _tree.map(full_like(start.get(b, 0.0)), params) for b in buffers}}
 
-    def update(params: Any, grads: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        _tree.check_same_structure(params, grads, names=["params", "grads"], shapes=True, where=where)
-        _check_float_leaves(where, "params", params, arrays_only=True)
-        _check_float_leaves(where, "grads", grads, arrays_only=False)
-        if not isinstance(state, dict) or set(state) != {"step", *buffers}:
-            got = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"{where}: state must be the dict made by this optimizer's init, with keys "
-                             f"{sorted(('step',) + buffers)}; got {got}")
+    def update(params: Any, grads: Any, state: dict[str, Any], *,
+               lr_scale: float | None = None) -> tuple[Any, dict[str, Any]]:
+        checks.grads_like_params(where, params, grads)
+        checks.state_dict(where, state, ("step", *buffers))
         for b in buffers:
             _tree.check_same_structure(params, state[b], names=["params", f"state[{b!r}]"], shapes=True,
                                        where=where)
-        step = _check_step(where, state["step"])
-        rate = schedule(step)
-        if not (validate.is_number(rate) and math.isfinite(rate) and rate >= 0):
-            raise ValueError(f"{where}: the learning-rate schedule gave {rate!r} at step {step}; "
-                             f"expected a finite number >= 0")
+        step = checks.step(where, state["step"])
+        rate = checks.rate(where, schedule, step, checks.lr_scale(where, lr_scale))
         pairs, rebuild = _tree.flatten(params)
         g_leaves = _tree.leaves(grads)
         b_leaves = {b: _tree.leaves(state[b]) for b in buffers}
-        decay = _decay_flags(where, decay_mask, params)
+        decay = decay_flags(where, decay_mask, params)
         new_p: list[np.ndarray] = []
         new_b: dict[str, list[np.ndarray]] = {b: [] for b in buffers}
         for i, (_, p) in enumerate(pairs):
-            q, bufs = rule(p, g_leaves[i], {b: b_leaves[b][i] for b in buffers}, step + 1, float(rate),
+            if g_leaves[i] is None:  # no gradient: nothing moves, not even the buffers
+                new_p.append(p)
+                for b in buffers:
+                    new_b[b].append(b_leaves[b][i])
+                continue
+            q, bufs = rule(p, g_leaves[i], {b: b_leaves[b][i] for b in buffers}, step + 1, rate,
                            weight_decay if decay[i] else 0.0)
             new_p.append(np.asarray(q, p.dtype))  # asarray: arithmetic on 0-d arrays gives numpy scalars
             for b in buffers:

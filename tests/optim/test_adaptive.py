@@ -240,6 +240,22 @@ def test_adagrad_initial_accumulator_and_lr_decay_hand_computed():
     np.testing.assert_allclose(p["w"], [-0.5 - 1 / 1.5 / math.sqrt(5)], rtol=1e-15)
 
 
+def test_adagrad_initial_accumulator_is_the_state_right_after_init():
+    """Regression: the "sum" buffer started at zero and initial_accumulator_value was added at step 1,
+    so the state after init (what a checkpoint saves, what a frozen leaf keeps) was not torch's."""
+    params = {"w": np.zeros((2, 2), np.float32), "b": np.zeros(3)}
+    state = optim.adagrad(initial_accumulator_value=0.25).init(params)
+    assert state["sum"]["w"].dtype == np.float32 and state["sum"]["w"].tolist() == [[0.25, 0.25], [0.25, 0.25]]
+    assert state["sum"]["b"].tolist() == [0.25, 0.25, 0.25]
+    # a leaf without a gradient at step 1 keeps the initial value and takes torch's first step later
+    opt = optim.adagrad(lr=1.0, initial_accumulator_value=3.0, eps=0.0)
+    p = {"a": np.array([0.0]), "b": np.array([0.0])}
+    p, state = opt.update(p, {"a": np.array([1.0]), "b": None}, opt.init(p))
+    assert state["sum"]["b"].tolist() == [3.0]
+    p, state = opt.update(p, {"a": None, "b": np.array([1.0])}, state)
+    assert state["sum"]["b"].tolist() == [4.0] and p["b"].tolist() == [-0.5]
+
+
 def test_schedule_changes_each_update_like_a_constant_lr_of_that_step():
     """An optimizer given a schedule takes at step t exactly the step the same optimizer with the
     constant lr schedule(t) would take from the same state."""

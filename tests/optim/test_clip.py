@@ -109,3 +109,57 @@ def test_numpy_scalar_clip_arguments_give_the_python_number_result():
                       (optim.clip_by_value(grads, np.int64(2)), optim.clip_by_value(grads, 2.0))]:
         assert all(a.dtype == np.float32 and a.tobytes() == b.tobytes()
                    for a, b in zip(tree.leaves(got), tree.leaves(want), strict=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# The one-argument forms: the same clipping as a GradientTransformation
+
+
+@pytest.mark.parametrize("scale", [0.1, 10.0])
+def test_transform_forms_clip_exactly_as_the_tree_functions(scale):
+    grads = grads_tree(scale)
+    for transform, by_hand in [(optim.clip_by_global_norm(1.0), optim.clip_by_global_norm(grads, 1.0)),
+                               (optim.clip_by_global_norm(1.0, eps=0.0), optim.clip_by_global_norm(grads, 1.0, 0.0)),
+                               (optim.clip_by_value(0.5), optim.clip_by_value(grads, 0.5))]:
+        assert isinstance(transform, optim.GradientTransformation)
+        state = transform.init(grads)
+        assert state == {}
+        out, new_state = transform.update(grads, state, grads)
+        assert new_state == {}
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(tree.leaves(out), tree.leaves(by_hand), strict=True))
+
+
+def test_none_leaves_are_left_out_of_the_norm_and_stay_none():
+    grads = {"a": np.array([3.0, 4.0]), "b": None}
+    clipped = optim.clip_by_global_norm(grads, 1.0, eps=0.0)
+    assert clipped["b"] is None and clipped["a"].tolist() == [0.6000000000000001, 0.8]
+    assert optim.clip_by_value(grads, 1.0)["b"] is None
+    t = optim.clip_by_global_norm(1.0, eps=0.0)
+    params = {"a": np.zeros(2), "b": np.zeros(3)}
+    out, _ = t.update(grads, t.init(params), params)
+    assert out["b"] is None and out["a"].tolist() == [0.6000000000000001, 0.8]
+
+
+def test_one_argument_form_refuses_a_tree_and_names_both_forms():
+    with pytest.raises(TypeError, match=r"^clip_by_global_norm: max_norm must be a number, got dict; to clip a tree "
+                                        r"pass max_norm too: clip_by_global_norm\(grads, max_norm\)"):
+        optim.clip_by_global_norm(grads_tree())
+    with pytest.raises(TypeError, match=r"^clip_by_value: max_value must be a number, got ndarray"):
+        optim.clip_by_value(np.ones(3))
+    with pytest.raises(ValueError, match=r"^clip_by_global_norm: max_norm must be in \[0, inf\], got -1.0"):
+        optim.clip_by_global_norm(-1.0)
+    with pytest.raises(TypeError, match="^clip_by_value: max_value must be a number, got str"):
+        optim.clip_by_value("1")
+    with pytest.raises(ValueError, match=r"^clip_by_global_norm: eps must be in \[0, inf\], got -1"):
+        optim.clip_by_global_norm(1.0, eps=-1)
+
+
+def test_transform_form_checks_updates_against_params():
+    t = optim.clip_by_global_norm(1.0)
+    params = grads_tree()
+    with pytest.raises(ValueError, match=r"^clip_by_global_norm: params and updates differ in structure at "
+                                         r"\['a'\]: missing key\(s\) 'b'"):
+        t.update({"a": {"w": params["a"]["w"]}, "c": params["c"]}, t.init(params), params)
+    with pytest.raises(ValueError, match=r"^clip_by_value: state must be the dict made by this transform's init, "
+                                         r"with keys \[\]; got \['step'\]"):
+        optim.clip_by_value(1.0).update(params, {"step": np.array(0)}, params)
