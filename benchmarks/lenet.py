@@ -3,6 +3,7 @@ tutorial-style loop reference, at one BLAS/PyTorch thread and at two, side by si
 
     python benchmarks/lenet.py              # LeNet-5 at batch 32, 128, 256, the convnet at 64; --threads 1 2
     python benchmarks/lenet.py --quick      # a smoke run: 1 warm-up + 5 timed rounds, rough numbers
+    python benchmarks/lenet.py --memory-only  # LeNet-5's peak-memory table alone: nothing timed
 
 From the same parameters: train step (with and without the input's dx) and inference of fnn, the identical
 ``nn.Sequential`` and ``_loop_reference.py``; fnn per layer; peak memory. See benchmarks/README.md.
@@ -31,6 +32,7 @@ def flags(p: Any) -> None:
     p.add_argument("--breakdown-batch", type=int, default=128, metavar="N", help="batch of the per-layer breakdown")
     p.add_argument("--convnet-batch", type=int, default=64, metavar="N", help="the convnet's batch (0: none)")
     p.add_argument("--no-reference", action="store_true", help="leave the loop reference out")
+    p.add_argument("--memory-only", action="store_true", help="only LeNet-5's peak-memory table (nothing timed)")
     p.add_argument("--_rss-probe", dest="rss_probe", choices=["fnn", "torch"], help=argparse.SUPPRESS)
 
 
@@ -201,6 +203,15 @@ def main() -> None:
     if ARGS.rss_probe:
         return rss_probe(ARGS.rss_probe)
     params = lenet().init(fnn.random.key(SEED), SHAPE)
+    if ARGS.memory_only:
+        run = H.header("LeNet-5 on fnn: peak memory", ARGS, TORCH_NOTE, f"LeNet-5: batch sizes "
+                       f"{sorted({*ARGS.batch_sizes, ARGS.breakdown_batch})}, input (N, 1, 28, 28), float32, SGD lr "
+                       f"{LR}; --memory-only: nothing timed.")
+        H.use_threads(ARGS.threads)
+        print(f"### LeNet-5 peak memory of one step (beyond the parameters, optimizer state and data already live), "
+              f"--threads {ARGS.threads}\n")
+        report_memory(params)
+        return H.footer(run)
     wide = convnet().init(fnn.random.key(SEED), MODELS["convnet"][1]) if ARGS.convnet_batch else None
     run = H.header("LeNet-5 and a wider convnet on fnn: train step and inference", ARGS, TORCH_NOTE,
                    f"LeNet-5: batch sizes {ARGS.batch_sizes}, input (N, 1, 28, 28)" + (

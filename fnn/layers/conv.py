@@ -1,13 +1,24 @@
-"""2-D convolution by img2col and one matrix product (NCHW, PyTorch's weight layout).
+"""2-D convolution by img2col and matrix products (NCHW, PyTorch's weight layout).
 
 The maths is module-level, on checked arguments (pairs, explicit ``(top, bottom, left,
 right)`` padding): :func:`conv2d_forward` ``-> (y, cache)``, :func:`conv2d_backward`
 ``(cache, dy, need_dx) -> (grads, dx)``, :func:`conv2d_sq_norms` and
 :func:`conv2d_dx_flipped`; :func:`Conv2D` validates its arguments and closes over them.
+
+Both directions walk the output in *bands* of whole output rows, each band's columns
+``(C * kh * kw, rows * OW * N)`` a quarter of the whole column matrix (but 256 KiB to 2 MiB,
+and at least one row): the forward fills a band of columns and multiplies it while it is in
+cache, the backward accumulates ``dw`` band by band and adds each band's ``w.T @ dy`` back
+onto the image. Only the column matrix the vjp keeps (none with ``recompute`` or in
+inference) is ever whole; every other column matrix exists one band at a time (but
+``dx_method="flipped"``'s, over the dilated ``dy``). The kept matrix is stored band after
+band, each band's block contiguous, so that a kept band and a rebuilt one (``recompute``,
+inference) have one layout and give bitwise the same products.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -17,18 +28,26 @@ from fnn import random as _random
 from fnn import validate
 from fnn.core import Layer, Options, check_cotangent, check_params, layer_kind, like, make_layer, vjp_with
 from fnn.layers._spatial import check_fits, check_nchw, resolve_padding
-from fnn.ops import Padding, Pair, col2img, img2col, matmul_nt, matmul_wide, out_size
+from fnn.ops import Padding, Pair, _batch_last_padded, img2col, windows
 
 __all__ = ["Conv2D", "Conv2DCache", "conv2d_forward", "conv2d_backward", "conv2d_sq_norms", "conv2d_dx_flipped",
            "DX_METHODS"]
 
 DX_METHODS = ("col2img", "flipped")
+"""The ways ``Conv2D(dx_method=...)`` computes the input gradient: scatter the column gradient back
+with ``col2img``, or convolve ``dy`` with the flipped kernel (:func:`conv2d_dx_flipped`)."""
+
+# A band of columns holds a quarter of the whole column matrix, but at least _BAND_MIN bytes
+# (fewer, larger numpy calls on small inputs) and at most _BAND_MAX (about one core's L2 cache
+# here, so that a band is still in cache when its product reads it), and at least one output row.
+_BAND_MIN, _BAND_MAX = 1 << 18, 2 << 20
 
 
 class Conv2DCache(NamedTuple):
-    """What the backward needs: the column matrix ``(C * kh * kw, OH * OW * N)`` (not the padded
-    input), or with ``recompute`` the input ``x`` to rebuild it from; ``w: (F, C, kh, kw)``,
-    the shapes of ``x`` and of the output, and the geometry."""
+    """What the backward needs: ``kept``, the column matrix (not the padded input) stored band
+    after band (flat; each band's ``(C * kh * kw, rows * OW * N)`` block C-contiguous, as the
+    module docstring says), or with ``recompute`` the input ``x`` to rebuild the bands from;
+    ``w: (F, C, kh, kw)``, the shapes of ``x`` and of the output, and the geometry."""
 
     kept: np.ndarray
     recompute: bool
@@ -42,32 +61,104 @@ class Conv2DCache(NamedTuple):
     dilation: Pair
 
 
+def _window_view(x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding, dilation: Pair) -> np.ndarray:
+    """Every window of ``x`` padded, ``(C, kh, kw, OH, OW, N)``: a view of ``x``'s own memory when it
+    is batch-last and unpadded, else of one padded batch-last copy."""
+    return windows(_batch_last_padded(x, padding), kernel, stride, dilation).transpose(1, 2, 3, 4, 5, 0)
+
+
+def _as_columns(v: np.ndarray) -> np.ndarray | None:
+    """The window view ``v`` as a column matrix ``(C * kh * kw, OH * OW * N)`` without a copy, when
+    its memory is laid out so already (a 1 x 1 kernel at stride 1 over a batch-last input)."""
+    return v.reshape(v.shape[0] * v.shape[1] * v.shape[2], -1) if v.flags.c_contiguous else None
+
+
+def _band_rows(shape6: tuple[int, ...], itemsize: int) -> int:
+    """Output rows per band of a ``(C, kh, kw, OH, OW, N)`` column matrix (see ``_BAND_MIN``)."""
+    c, kh, kw, oh, ow, n = shape6
+    row = c * kh * kw * ow * n * itemsize
+    return max(1, min(_BAND_MAX, max(_BAND_MIN, row * oh // 4)) // max(1, row))
+
+
+def _buffer(shape6: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Flat scratch for the largest band's columns."""
+    c, kh, kw, oh, ow, n = shape6
+    return np.empty(c * kh * kw * min(oh, _band_rows(shape6, dtype.itemsize)) * ow * n, dtype)
+
+
+def _bands(shape6: tuple[int, ...], dtype: np.dtype, cols: np.ndarray | None, v: np.ndarray | None
+           ) -> Iterator[tuple[int, int, np.ndarray, bool]]:
+    """``(a, b, band, scratch)`` for the bands of output rows ``a:b`` in order, ``band`` their columns
+    ``(C * kh * kw, (b - a) * OW * N)``, filled from the window view ``v`` unless it is ``None``;
+    ``scratch`` when ``band`` may be overwritten once used.
+
+    ``cols`` is the whole column matrix: flat, band after band, each band's block C-contiguous
+    (then every band has the layout of a band of scratch, and the products give bitwise the
+    same results from either), or a ``(C * kh * kw, OH * OW * N)`` view of the input (no copy:
+    the bands are its slices). Without ``cols`` the bands share one scratch buffer.
+    """
+    c, kh, kw, oh, ow, n = shape6
+    rows, k, m = _band_rows(shape6, dtype.itemsize), c * kh * kw, ow * n
+    flat = cols if cols is not None else _buffer(shape6, dtype)
+    for a in range(0, oh, rows):
+        b = min(a + rows, oh)
+        if flat.ndim == 2:
+            yield a, b, flat[:, a * m:b * m], False
+            continue
+        start = k * a * m if cols is not None else 0
+        band = flat[start:start + k * (b - a) * m].reshape(k, (b - a) * m)
+        if v is not None:
+            np.copyto(band.reshape(c, kh, kw, b - a, ow, n), v[:, :, :, a:b])
+        yield a, b, band, cols is None
+
+
+def _add_band(out: np.ndarray, t6: np.ndarray, a: int, stride: Pair, dilation: Pair) -> None:
+    """Add the columns ``t6: (C, kh, kw, R, OW, N)`` of output rows ``a:a + R`` onto the pixels
+    their windows cover in the padded batch-last image ``out: (C, H', W', N)``."""
+    _, kh, kw, r, ow, _ = t6.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    for i in range(kh):
+        top = a * sh + i * dh
+        for j in range(kw):
+            out[:, top:top + sh * (r - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += t6[:, i, j]
+
+
 def conv2d_forward(params: dict[str, np.ndarray], x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding,
                    dilation: Pair, recompute: bool = False) -> tuple[np.ndarray, Conv2DCache]:
     """``x: (N, C, H, W)``, params ``{"w": (F, C, kh, kw), "b": (F,)}`` (``"b"`` optional) ->
     ``y: (N, F, OH, OW)`` (a view of a batch-last buffer) and the cache.
 
-    One :func:`fnn.ops.img2col` copy of the padded input's windows, then one matrix product.
-    The cache keeps the columns, or with ``recompute`` a reference to ``x`` instead.
+    Band by band, the padded input's windows are copied into columns and multiplied by ``w``.
+    The cache keeps the whole column matrix, or with ``recompute`` (as in inference, where the
+    cache is dropped) a reference to ``x``: then the columns exist one band at a time.
     """
     w = params["w"]
-    f, n = w.shape[0], x.shape[0]
-    oh = out_size(x.shape[2] + padding[0] + padding[1], kernel[0], stride[0], dilation[0])
-    ow = out_size(x.shape[3] + padding[2] + padding[3], kernel[1], stride[1], dilation[1])
-    cols = img2col(x, kernel, stride, padding, dilation)  # (C * kh * kw, OH * OW * N)
-    y_t = matmul_wide(w.reshape(f, -1), cols)
-    if "b" in params:
-        y_t += params["b"][:, None]
+    f = w.shape[0]
+    v = _window_view(x, kernel, stride, padding, dilation)
+    c, kh, kw, oh, ow, n = v.shape
+    cols = _as_columns(v)
+    source = None if cols is not None else v  # where the bands are copied from
+    if cols is None and not recompute:
+        cols = np.empty(c * kh * kw * oh * ow * n, x.dtype)  # the columns the vjp keeps, filled band by band
+    y_t, w2, m = np.empty((f, oh * ow * n), x.dtype), w.reshape(f, -1), ow * n
+    for a, b, band, _ in _bands(v.shape, x.dtype, cols, source):
+        out = y_t[:, a * m:b * m]
+        np.matmul(w2, band, out=out)
+        if "b" in params:
+            out += params["b"][:, None]
     y = y_t.reshape(f, oh, ow, n).transpose(3, 0, 1, 2)  # batch-last memory, (N, F, OH, OW) view
-    return y, Conv2DCache(x if recompute else cols, recompute, w, "b" in params, x.shape, (oh, ow), kernel, stride,
-                          padding, dilation)
+    kept = x if recompute or cols is None else cols
+    return y, Conv2DCache(kept, recompute, w, "b" in params, x.shape, (oh, ow), kernel, stride, padding, dilation)
 
 
-def _columns(cache: Conv2DCache) -> np.ndarray:
-    """The column matrix: kept, or rebuilt from the kept input (``recompute``)."""
+def _columns(cache: Conv2DCache, shape6: tuple[int, ...], dtype: np.dtype
+             ) -> Iterator[tuple[int, int, np.ndarray, bool]]:
+    """The bands of the column matrix (see :func:`_bands`): kept, or rebuilt from the kept input."""
     if not cache.recompute:
-        return cache.kept
-    return img2col(cache.kept, cache.kernel, cache.stride, cache.padding, cache.dilation)
+        return _bands(shape6, dtype, cache.kept, None)
+    v = _window_view(cache.kept, cache.kernel, cache.stride, cache.padding, cache.dilation)
+    cols = _as_columns(v)
+    return _bands(shape6, dtype, cols, None if cols is not None else v)
 
 
 def _batch_last(cache: Conv2DCache, dy: np.ndarray) -> np.ndarray:
@@ -80,32 +171,50 @@ def conv2d_backward(cache: Conv2DCache, dy: np.ndarray, need_dx: bool = True, dx
                     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """``dy: (N, F, OH, OW)`` -> ``({"w": (F, C, kh, kw), "b": (F,)}, dx: (N, C, H, W))``.
 
-    ``dw`` is ``dy @ cols.T``; ``dx`` (``None`` unless ``need_dx``) is ``col2img(w.T @ dy)``
-    with ``dx_method="col2img"``, else :func:`conv2d_dx_flipped`.
+    Band by band: ``dw += dy @ cols.T`` and, with ``dx_method="col2img"``, ``w.T @ dy`` added
+    back onto the image (``dx`` is ``None`` unless ``need_dx``); ``dx_method="flipped"`` uses
+    :func:`conv2d_dx_flipped` instead. The bands of ``recompute`` are rebuilt from ``x``.
     """
     _, _, w, bias, x_shape, (oh, ow), k, s, pads, d = cache
-    cols = _columns(cache)
-    dy_t = _batch_last(cache, dy)
-    grads = {"w": np.ascontiguousarray(matmul_nt(dy_t, cols)).reshape(w.shape)}
+    n, c, h, wd = x_shape
+    f, dtype = len(w), dy.dtype
+    shape6 = (c, k[0], k[1], oh, ow, n)
+    dy_t, w2, m = _batch_last(cache, dy), w.reshape(f, -1), ow * n
+    image = scratch = None
+    if need_dx and dx_method == "col2img":
+        image = np.zeros((c, h + pads[0] + pads[1], wd + pads[2] + pads[3], n), dtype)
+    dw = np.zeros((f, c * k[0] * k[1]), dtype)
+    for a, b, band, spare in _columns(cache, shape6, dtype):
+        dy_band = dy_t[:, a * m:b * m]
+        dw += dy_band @ band.T
+        if image is not None:
+            if not spare:  # the band's columns are kept (or x's own memory): w.T @ dy needs its own scratch
+                scratch = _buffer(shape6, dtype) if scratch is None else scratch
+                band = scratch[:band.size].reshape(band.shape)
+            np.matmul(w2.T, dy_band, out=band)
+            _add_band(image, band.reshape(c, k[0], k[1], b - a, ow, n), a, s, d)
+    grads = {"w": dw.reshape(w.shape)}
     if bias:
         grads["b"] = dy_t.sum(axis=1)
     if not need_dx:
         return grads, None
-    if dx_method == "col2img":
-        return grads, col2img(matmul_wide(w.reshape(len(w), -1).T, dy_t), x_shape, k, s, pads, d)
-    return grads, conv2d_dx_flipped(dy_t.reshape(len(w), oh, ow, x_shape[0]), w, x_shape, k, s, pads, d)
+    if image is not None:
+        return grads, image[:, pads[0]:pads[0] + h, pads[2]:pads[2] + wd].transpose(3, 0, 1, 2)
+    return grads, conv2d_dx_flipped(dy_t.reshape(f, oh, ow, n), w, x_shape, k, s, pads, d)
 
 
 def conv2d_sq_norms(cache: Conv2DCache, dy: np.ndarray) -> np.ndarray:
     """``(N,)``: each example's squared norm of ``dparams``, from the per-example products
-    ``dy_n @ cols_n.T`` (one ``(F, C * kh * kw)`` matrix per example)."""
-    (oh, ow), n, f = cache.out_hw, cache.x_shape[0], len(cache.w)
-    dy_t = _batch_last(cache, dy).reshape(f, oh * ow, n)
-    cols = _columns(cache)
-    per = np.matmul(dy_t.transpose(2, 0, 1), cols.reshape(len(cols), oh * ow, n).transpose(2, 1, 0))
+    ``dy_n @ cols_n.T`` (one ``(F, C * kh * kw)`` matrix per example), summed band by band."""
+    (oh, ow), (n, c), f, k = cache.out_hw, cache.x_shape[:2], len(cache.w), cache.kernel
+    dy_t, m = _batch_last(cache, dy), ow * n
+    per = np.zeros((n, f, c * k[0] * k[1]), dy.dtype)
+    for a, b, band, _ in _columns(cache, (c, k[0], k[1], oh, ow, n), dy.dtype):
+        dy_band = dy_t[:, a * m:b * m].reshape(f, (b - a) * ow, n)
+        per += np.matmul(dy_band.transpose(2, 0, 1), band.reshape(len(band), (b - a) * ow, n).transpose(2, 1, 0))
     sq = np.einsum("nfk,nfk->n", per, per)
     if cache.bias:
-        db = dy_t.sum(axis=1)
+        db = dy_t.reshape(f, oh * ow, n).sum(axis=1)
         sq = sq + np.einsum("fn,fn->n", db, db)
     return sq
 
@@ -145,7 +254,9 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
     default, bound ``1 / sqrt(C * kh * kw)``), ``b`` zeros.
 
     The forward copies the padded input's windows once into a column matrix
-    ``(C * kh * kw, OH * OW * N)`` that the vjp keeps; ``dw`` comes from it. ``dx_method``
+    ``(C * kh * kw, OH * OW * N)`` that the vjp keeps; ``dw`` comes from it. Both directions
+    work in bands of output rows (a quarter of the matrix, 256 KiB to 2 MiB, at least one
+    row), so that no other column matrix (but ``"flipped"``'s) is ever whole. ``dx_method``
     chooses how ``dx`` is computed: ``"col2img"`` (default) multiplies by ``w`` and adds the
     columns back onto the image, looping over the ``kh * kw`` kernel offsets;
     ``"flipped"`` convolves the stride-dilated, zero-padded ``dy`` with the 180°-rotated
@@ -155,7 +266,9 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
 
     ``recompute=True`` trades time for memory: the vjp keeps a reference to ``x`` instead
     of the column matrix (``kh * kw`` times smaller for stride 1) and rebuilds the columns
-    when it runs, at the cost of one more img2col per training step (see ``docs/conv.md``).
+    band by band when it runs, at the cost of one more img2col per training step; the
+    results are bitwise the same (see ``docs/conv.md``). Inference (``need_vjp=False``)
+    builds the columns band by band too, and keeps nothing.
 
     >>> conv = Conv2D(4, 3, padding="same")
     >>> params = conv.init(fnn.random.key(0), (2, 8, 8))
@@ -195,7 +308,8 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
         check_params(kind, params, {"w": (f_out, x.shape[1], *k), **({"b": (f_out,)} if bias else {})}, x.dtype)
         pads = resolve_padding(pad, x.shape[2:], k, s, d)
         check_fits(kind, x.shape[2:], pads, k, d, s)
-        y, cache = conv2d_forward(params, x, k, s, pads, d, recompute)
+        # Inference keeps nothing, so it never builds the whole column matrix either.
+        y, cache = conv2d_forward(params, x, k, s, pads, d, recompute or not opts.need_vjp)
         out = like(y)  # the vjp keeps the shape of x and y, not x
 
         def vjp(dy: np.ndarray, need_dx: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None]:

@@ -52,9 +52,10 @@ def batch_norm_backward(cache: NormCache, dy: Arr, need_dx: bool = True) -> tupl
         grads = {"gamma": (dy * xhat).sum(axis=param_axes), "beta": dy.sum(axis=param_axes)}
     if not need_dx:
         return grads, None
+    # dy * gamma is a fresh temporary, worked on in place below (dy itself never is).
     dxhat = dy * gamma if gamma is not None else dy
     if not batch_stats:
-        return grads, dxhat * inv_std
+        return grads, np.multiply(dxhat, inv_std, out=dxhat if gamma is not None else None)
     if world is None:
         mean_d = dxhat.mean(axis=stat_axes, keepdims=True)
         mean_dx = (dxhat * xhat).mean(axis=stat_axes, keepdims=True)
@@ -62,7 +63,10 @@ def batch_norm_backward(cache: NormCache, dy: Arr, need_dx: bool = True) -> tupl
         sums = allgather(world, np.stack([dxhat.sum(axis=stat_axes), (dxhat * xhat).sum(axis=stat_axes)]))
         sums = sums.sum(axis=0) / dy.dtype.type(total)
         mean_d, mean_dx = sums[0].reshape(inv_std.shape), sums[1].reshape(inv_std.shape)
-    return grads, inv_std * (dxhat - mean_d - xhat * mean_dx)
+    dx = np.subtract(dxhat, mean_d, out=dxhat if gamma is not None else None)
+    dx -= xhat * mean_dx
+    dx *= inv_std
+    return grads, dx
 
 
 def layer_norm_backward(cache: NormCache, dy: Arr, need_dx: bool = True) -> tuple[dict[str, Arr], Arr | None]:
@@ -89,6 +93,15 @@ def _global_moments(world: World, x: Arr, axes: tuple[int, ...]) -> tuple[int, A
     global_mean = (counts * means).sum(axis=0) / total
     global_m2 = (m2s + counts * (means - global_mean) ** 2).sum(axis=0)
     return int(total), global_mean.astype(x.dtype), (global_m2 / total).astype(x.dtype)
+
+
+def _affine(xhat: Arr, gamma: Arr | None, beta: Arr | None) -> Arr:
+    """``xhat * gamma + beta`` in one fresh array (``xhat`` itself without them)."""
+    if gamma is None or beta is None:
+        return xhat
+    y = xhat * gamma
+    y += beta
+    return y
 
 
 def batch_norm_forward(x: Arr, gamma: Arr | None, beta: Arr | None, state: dict[str, Arr], momentum: float,
@@ -123,9 +136,10 @@ def batch_norm_forward(x: Arr, gamma: Arr | None, beta: Arr | None, state: dict[
     else:
         mean, var = state["mean"], state["var"]
     inv_std = (1 / np.sqrt(var + x.dtype.type(eps))).reshape(shape)
-    xhat = (x - mean.reshape(shape)) * inv_std
+    xhat = x - mean.reshape(shape)
+    xhat *= inv_std
     g = gamma.reshape(shape) if gamma is not None else None
-    y = xhat * g + beta.reshape(shape) if g is not None and beta is not None else xhat
+    y = _affine(xhat, g, None if beta is None else beta.reshape(shape))
     return y, state, (xhat, inv_std, g, axes, axes, batch_stats, world, count)
 
 
@@ -141,8 +155,9 @@ def layer_norm_forward(x: Arr, gamma: Arr | None, beta: Arr | None, normalized_n
     else:
         mean = x.mean(axis=axes, keepdims=True)
         inv_std = 1 / np.sqrt(x.var(axis=axes, keepdims=True) + x.dtype.type(eps))
-    xhat = (x - mean) * inv_std
-    y = xhat * gamma + beta if gamma is not None and beta is not None else xhat
+    xhat = x - mean
+    xhat *= inv_std
+    y = _affine(xhat, gamma, beta)
     return y, (xhat, inv_std, gamma, axes, tuple(range(lead)), x.size > 0, None, 0)
 
 

@@ -161,7 +161,8 @@ def avg_pool2d_forward(x: np.ndarray, kernel: Pair, stride: Pair, padding: Paddi
     total = v[:, :, 0, 0].copy()
     for off in range(1, kernel[0] * kernel[1]):
         total += v[:, :, off // kernel[1], off % kernel[1]]
-    return total / div, AvgPool2DCache(div, x.shape, kernel, stride, padding)
+    total /= div  # in place: total is this call's own sum
+    return total, AvgPool2DCache(div, x.shape, kernel, stride, padding)
 
 
 def avg_pool2d_backward(cache: AvgPool2DCache, dy: np.ndarray) -> np.ndarray:

@@ -477,3 +477,63 @@ def test_recompute_gives_the_same_gradients_and_keeps_the_input_not_the_columns(
     assert all(g0[k].tobytes() == g1[k].tobytes() == h1[k].tobytes() == h0[k].tobytes() for k in g0)
     n, _, oh, ow = y0.shape
     assert kept1 == x.nbytes and kept0 == 3 * 25 * oh * ow * n * 4  # the input, not the (C * 25, OH * OW * N) columns
+
+
+
+# --- bands of columns: memory ------------------------------------------------------------------------------
+
+
+def _layer(case, dx_method="col2img", recompute=False):
+    return Conv2D(case.out_channels, case.kernel, case.stride, case.padding, case.dilation, case.bias,
+                  dx_method=dx_method, recompute=recompute)
+
+
+@given(conv_cases(max_batch=2, extra=4))
+def test_one_row_bands_give_the_results_of_one_band(case):
+    """Large inputs split the column matrices into bands of output rows (here every band is one row):
+    the same results as one band, bitwise the same with and without recompute and in inference."""
+    from fnn.layers import conv as conv_module
+
+    params, x, dy = case.data()
+    for dx_method in DX_METHODS:
+        whole = run(_layer(case, dx_method), params, x, dy)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(conv_module, "_BAND_MIN", 0)
+            mp.setattr(conv_module, "_BAND_MAX", 1)
+            banded, again = (run(_layer(case, dx_method, recompute), params, x, dy) for recompute in (False, True))
+            inferred, _ = _layer(case, dx_method).apply(params, x, need_vjp=False)
+        assert inferred.tobytes() == banded[0].tobytes()
+        for a, b, c in zip(fnn.tree.leaves(banded), fnn.tree.leaves(again), fnn.tree.leaves(whole)):
+            assert a.tobytes() == b.tobytes()
+            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+def _traced(fn):
+    """``fn()`` and the peak of the bytes it allocated beyond what was live before it (tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_no_column_matrix_but_the_kept_one_is_ever_whole():
+    """Regression: the vjp built the whole ``w.T @ dy`` columns for dx, and recompute and inference
+    built the whole column matrix they do not keep. Now they exist one band at a time."""
+    x = np.random.default_rng(0).standard_normal((64, 4, 16, 16)).astype(np.float32)
+    whole = 4 * 9 * 16 * 16 * 64 * 4  # (C * kh * kw, OH * OW * N) float32: 2.25 MiB
+    padded = 4 * 18 * 18 * 64 * 4  # x or dx, padded and batch-last
+    for recompute in (False, True):
+        layer = Conv2D(8, 3, padding=1, recompute=recompute)
+        params = layer.init(KEY, (4, 16, 16))
+        (y, vjp), peak = _traced(lambda: layer.apply(params, x))  # noqa: B023
+        assert peak - y.nbytes - (0 if recompute else whole) < padded + whole / 3
+        dy = np.ones_like(y)  # batch-last, as y (and a cotangent through ReLU or a pool): no copy
+        _, peak = _traced(lambda: vjp(dy))  # noqa: B023
+        assert peak < 2 * padded + whole / 2  # dx and, with recompute, x padded; one band of scratch
+    (y, _), peak = _traced(lambda: Conv2D(8, 3, padding=1).apply(params, x, need_vjp=False))
+    assert peak - y.nbytes < padded + whole / 3
