@@ -13,12 +13,14 @@ from fnn import (
     interop,
     layers,
     losses,
+    metrics,
     ops,
     optim,
     per_example,
     random,
     runtime,
     testing,
+    training,
     tree,
 )
 from fnn.checkpoint import CheckpointError, load, load_metadata, save
@@ -26,8 +28,10 @@ from fnn.combinators import elementwise, fan_in_concat, fan_in_sum, fan_out, par
 from fnn.core import INITIAL_STATE, Layer, NonFiniteError, Output, output_shape
 from fnn.inference import predict
 from fnn.inspection import summary
+from fnn.training import evaluate, fit, train_step, value_and_grad
+from fnn.tying import tie
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.2.0"
 
 __all__ = [
     "INITIAL_STATE",
@@ -38,9 +42,11 @@ __all__ = [
     "data",
     "distributed",
     "elementwise",
+    "evaluate",
     "fan_in_concat",
     "fan_in_sum",
     "fan_out",
+    "fit",
     "inference",
     "init",
     "inspection",
@@ -49,6 +55,7 @@ __all__ = [
     "load",
     "load_metadata",
     "losses",
+    "metrics",
     "ops",
     "optim",
     "output_shape",
@@ -62,5 +69,9 @@ __all__ = [
     "serial",
     "summary",
     "testing",
+    "tie",
+    "train_step",
+    "training",
     "tree",
+    "value_and_grad",
 ]

@@ -43,6 +43,7 @@ __all__ = ["serial", "parallel", "fan_out", "fan_in_sum", "fan_in_concat", "resi
 # --- what every combinator shares, and serial --------------------------------------------------
 
 def snake_case(kind: str) -> str:
+    """The default name of a sub-layer of this kind: ``"MaxPool2D(2)"`` -> ``"max_pool2d"``."""
     name = kind.split("(", 1)[0]
     return re.sub(r"(?<=[a-z])(?=[A-Z][a-z])", "_", name).lower()
 
@@ -71,7 +72,7 @@ def apply_child(layer: Layer, params: Any, x: Any, opts: Options, key: _random.K
     rather than silently ignored: it was saved for another layer or architecture.
     """
     out = layer.apply(params, x, train=opts.train, key=key, state=state, check_finite=opts.check_finite,
-                      world=opts.world, need_vjp=opts.need_vjp)
+                      world=opts.world, need_vjp=opts.need_vjp, key_padding_mask=opts.key_padding_mask)
     if state is not None and state is not INITIAL_STATE and not (isinstance(state, dict) and not state) \
             and not out.state:
         got = sorted(state) if isinstance(state, dict) else type(state).__name__

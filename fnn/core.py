@@ -44,7 +44,10 @@ global batch split across processes (BatchNorm then uses the statistics of the
 global batch, Dropout folds the rank into its key); ``need_vjp=False`` is inference:
 the caller will not differentiate, so no layer keeps anything for backward (the
 returned vjp raises if called) and peak memory is that of the largest single layer,
-not the sum (:func:`fnn.predict` runs a model so, in batches). ``apply`` returns an :class:`Output`:
+not the sum (:func:`fnn.predict` runs a model so, in batches); ``key_padding_mask``, a bool
+array ``(N, S)``, marks the keys that are padding (``True``: ignored, PyTorch's convention) for
+every attention layer inside (:class:`fnn.layers.MultiHeadAttention` checks its shape; every
+other layer ignores it). ``apply`` returns an :class:`Output`:
 a 2-tuple ``(y, vjp)`` that also has ``.state``, the layer's updated state
 (``{}`` for layers without state). State never lives in ``params``, so the
 optimizer and weight decay never see it. See ``docs/design.md``.
@@ -101,6 +104,7 @@ __all__ = [
 ]
 
 Shape = tuple[int, ...]
+"""The shape of one example, without the batch axis (what ``init`` takes)."""
 
 
 class VJP(Protocol):
@@ -142,6 +146,7 @@ class Options(NamedTuple):
     check_finite: bool = False
     world: World | None = None
     need_vjp: bool = True
+    key_padding_mask: np.ndarray | None = None
 
 
 def no_vjp(kind: str) -> VJP:
@@ -202,6 +207,8 @@ class Output(tuple):
 
 
 INPUT_KINDS = ("float", "int", "tuple", "any")
+"""What a layer may declare it takes (``Layer.inputs``): float arrays, integer index arrays, float
+arrays or tuples of them, or anything a sub-layer takes (combinators)."""
 
 
 class Layer(tuple):
@@ -293,7 +300,7 @@ def make_layer(
 
     def layer_apply(params: Any, x: Any, *, train: bool = False, key: _random.Key | None = None,
                     state: Any = None, check_finite: bool = False, world: World | None = None,
-                    need_vjp: bool = True) -> Output:
+                    need_vjp: bool = True, key_padding_mask: np.ndarray | None = None) -> Output:
         train = _validate.boolean(kind, "option train", train)
         need_vjp = _validate.boolean(kind, "option need_vjp", need_vjp)
         check_finite = _validate.boolean(kind, "option check_finite", check_finite)
@@ -303,10 +310,16 @@ def make_layer(
         if world is not None:
             _validate.instance(kind, "option world", world, World,
                                "an fnn.distributed.World (fnn.distributed.world()) or None")
+        if key_padding_mask is not None and not (isinstance(key_padding_mask, np.ndarray)
+                                                 and key_padding_mask.dtype == np.bool_):
+            got = f"an array of dtype {key_padding_mask.dtype}" if isinstance(key_padding_mask, np.ndarray) \
+                else type(key_padding_mask).__name__
+            raise TypeError(f"{kind}: option key_padding_mask must be None or a bool numpy array (N, S), "
+                            f"True where a key is padding, got {got}")
         if check_finite and not _finite(x):
             nan, inf = _count_nonfinite(x)
             raise NonFiniteError(f"{kind}: check_finite: the input already has {nan} NaN and {inf} inf values")
-        out = apply(params, x, Options(train, key, state, check_finite, world, need_vjp))
+        out = apply(params, x, Options(train, key, state, check_finite, world, need_vjp, key_padding_mask))
         out = out if isinstance(out, Output) else Output(*out)
         if not need_vjp:  # drop the closure, and with it everything the layer kept for backward
             out = Output(out[0], no_vjp(kind), out.state)

@@ -24,6 +24,14 @@ Conv2D        ``weight`` = ``w``; ``bias`` = ``b``
 BatchNorm     ``weight`` = ``gamma``; ``bias`` = ``beta``; ``running_mean``/``running_var`` = state
 LayerNorm     ``weight`` = ``gamma``; ``bias`` = ``beta``
 RNN/LSTM/GRU  ``weight_ih_l0[_reverse]`` = ``w_ih.T``, ``weight_hh_l0`` = ``w_hh.T``, biases as they are
+Embedding     ``weight`` = ``weight`` (and PositionEmbedding's, as an ``nn.Embedding(max_len, E)``)
+MultiHead-    ``in_proj_weight``, ``in_proj_bias``, ``out_proj.weight``, ``out_proj.bias`` as they are
+Attention     (``nn.MultiheadAttention(E, H, batch_first=True)``)
+Transformer-  ``self_attn.*``, ``linear1``, ``linear2`` (as Dense), ``norm1``, ``norm2`` (as LayerNorm):
+EncoderLayer  its sub-layers are named by their own names only, as in ``nn.TransformerEncoderLayer``
+tie           the tied target is the source in both directions: a PyTorch model ties by sharing one
+              tensor, and its state dict lists it under both names (``tok.weight``, ``head.weight``);
+              loading checks that the two agree
 ============  =======================================================================
 """
 
@@ -35,7 +43,9 @@ import numpy as np
 
 from fnn import random as _random
 from fnn import tree as _tree
-from fnn.core import INITIAL_STATE, Layer, batch_of
+from fnn.core import INITIAL_STATE, Layer, example_batch
+from fnn.layers.transformer import encoder_body
+from fnn.tying import tie_spec, untie
 
 __all__ = ["from_torch_state_dict", "to_torch_state_dict"]
 
@@ -44,6 +54,10 @@ _SIMPLE = {
     "Conv2D": {"weight": ("w", False), "bias": ("b", False)},
     "BatchNorm": {"weight": ("gamma", False), "bias": ("beta", False)},
     "LayerNorm": {"weight": ("gamma", False), "bias": ("beta", False)},
+    "Embedding": {"weight": ("weight", False)},
+    "PositionEmbedding": {"weight": ("weight", False)},
+    "MultiHeadAttention": {"in_proj_weight": ("in_proj_weight", False), "in_proj_bias": ("in_proj_bias", False)},
+    "MultiHeadAttention.out_proj": {"weight": ("weight", False), "bias": ("bias", False)},
 }
 _RECURRENT = ("RNN", "LSTM", "GRU")
 _RNN_NAMES = {"weight_ih": ("w_ih", True), "weight_hh": ("w_hh", True), "bias_ih": ("b_ih", False),
@@ -61,15 +75,36 @@ def _family(layer: Layer) -> str:
     return layer.kind.split("(", 1)[0]
 
 
-def _slots(layer: Layer, params: Any, state: Any, path: tuple[str, ...]) -> list[_Slot]:
+Tie = tuple[np.ndarray, np.ndarray, bool, str]
+"""A tied pair among the slots' leaves: ``(target, source, transpose, description)``."""
+
+
+def _slots(layer: Layer, params: Any, state: Any, path: tuple[str, ...], ties: list[Tie] | None = None,
+           flat: bool = False) -> list[_Slot]:
+    """The layers with parameters or state under ``layer``, in order. A tied layer's target is
+    the source array (``ties`` records the pair); under a TransformerEncoderLayer (``flat``) the
+    slots are named by their own names only, as PyTorch's modules."""
+    spec = tie_spec(layer)
+    if spec is not None:
+        net, full = untie(layer, params)
+        if ties is not None:
+            where = f"{'/'.join(path + spec.target)!r} to {'/'.join(path + spec.source)!r}"
+            ties.append((_get_path(full, spec.target), _get_path(full, spec.source), spec.transpose, where))
+        return _slots(net, full, state, path, ties, flat)
+    family = _family(layer)
+    if family == "TransformerEncoderLayer":
+        return _slots(encoder_body(layer, params), params, state, path, ties, flat=True)
     if layer.children:
         out: list[_Slot] = []
         for name, child in layer.children:
-            out += _slots(child, params[name], (state or {}).get(name), path + (name,))
+            sub = path if flat and child.children else path + (name,)
+            out += _slots(child, params[name], (state or {}).get(name), sub, ties, flat)
         return out
     if not _tree.leaves(params) and not state:
         return []
-    family = _family(layer)
+    if family == "MultiHeadAttention":
+        return [_Slot(path, family, params, {}), _Slot(path + ("out_proj",), f"{family}.out_proj",
+                                                       params["out_proj"], {})]
     if family not in _SIMPLE and family not in _RECURRENT:
         raise TypeError(f"interop: layer {'/'.join(path)} ({layer.kind}) has no PyTorch mapping")
     return [_Slot(path, family, params, state or {})]
@@ -85,6 +120,12 @@ def _torch_names(slot: _Slot) -> dict[str, tuple[tuple[str, ...], bool]]:
     if slot.family == "BatchNorm":
         names.update({"running_mean": (("state", "mean"), False), "running_var": (("state", "var"), False)})
     return names
+
+
+def _get_path(tree: Any, path: tuple[str, ...]) -> np.ndarray:
+    for k in path:
+        tree = tree[k]
+    return tree
 
 
 def _get(slot: _Slot, where: tuple[str, ...]) -> np.ndarray:
@@ -139,7 +180,7 @@ def _match(where: str, what: str, slots: list[_Slot], groups: list[tuple[str, di
 
 def _fresh(layer: Layer, shape: Any, dtype: Any) -> tuple[Any, Any]:
     params = layer.init(_random.key(0), shape, dtype)
-    return params, layer.apply(params, batch_of(shape, dtype), state=INITIAL_STATE).state
+    return params, layer.apply(params, example_batch(layer, shape, dtype), state=INITIAL_STATE).state
 
 
 def from_torch_state_dict(layer: Layer, state_dict: dict[str, Any], shape: Any,
@@ -148,7 +189,8 @@ def from_torch_state_dict(layer: Layer, state_dict: dict[str, Any], shape: Any,
     numpy arrays, matched by name or by an unambiguous order (see the module docstring);
     a ``ValueError`` names the first mismatch."""
     params, state = _fresh(layer, shape, dtype)
-    pairs = _match("from_torch_state_dict", "state dict", _slots(layer, params, state, ()), _groups(state_dict))
+    ties: list[Tie] = []
+    pairs = _match("from_torch_state_dict", "state dict", _slots(layer, params, state, (), ties), _groups(state_dict))
     new_leaves: dict[int, np.ndarray] = {}
     for slot, prefix, tensors in pairs:
         names = _torch_names(slot)
@@ -163,6 +205,11 @@ def from_torch_state_dict(layer: Layer, state_dict: dict[str, Any], shape: Any,
                                  f"which does not fit fnn layer {'/'.join(slot.path)} {where} of shape "
                                  f"{target.shape}{' (transposed)' if transpose else ''}")
             new_leaves[id(target)] = np.array(value, dtype=target.dtype)
+    for tied, shared, transposed, pair in ties:
+        a, b = new_leaves.get(id(tied)), new_leaves.get(id(shared))
+        if a is not None and b is not None and not np.array_equal(a, b.T if transposed else b):
+            raise ValueError(f"from_torch_state_dict: fnn ties {pair}, but the state dict holds different values "
+                             f"for them (a PyTorch model whose weights are not tied?)")
 
     def swap(leaf: Any) -> Any:
         return new_leaves.get(id(leaf), leaf)

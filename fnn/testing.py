@@ -363,7 +363,8 @@ def _check_batch_independence(s: _Subject) -> Any:
         def row(t: Any, n: int = n) -> Any:
             return _tree.map(lambda a: a[n:n + 1], t)
 
-        out_n = s.run(s.params, row(s.x))
+        mask = s.options.get("key_padding_mask")  # (N, S): one row per example, like x
+        out_n = s.run(s.params, row(s.x), **({} if mask is None else {"key_padding_mask": mask[n:n + 1]}))
         if not _close(out_n[0], row(y)):
             s.fail("batch independence", f"example {n} alone gives a different output than in the batch")
         g_n, dx_n = out_n[1](row(s.dy))
@@ -435,7 +436,8 @@ def check_layer(
     ``x`` (a float64 batch, a tuple of them, or integer indices for a layer that takes
     them) and ``params`` default to draws from ``key``: for an integer-input layer,
     indices in ``[0, layer.index_range)``, which are not differentiated. ``options``
-    are passed to ``apply`` (``train``, ``key``, ``state``). Returns
+    are passed to ``apply`` (``train``, ``key``, ``state``, ``key_padding_mask``, whose rows the
+    batch-independence check gives each example with it). Returns
     ``{check: detail}``; raises :class:`ContractError` (or :class:`GradientCheckError`)
     on the first failure.
     """

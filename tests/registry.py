@@ -221,6 +221,72 @@ def elementwise(draw: Any) -> Case:
     return Case(fnn.elementwise(fn, dfn), draw(sides(1, 3)))
 
 
+@st.composite
+def position_embedding(draw: Any) -> Case:
+    """Sequences (T, E) with T up to max_len (rows past T get a zero gradient); sometimes after a
+    Dense in a serial, as in a model."""
+    t, e = draw(ints(1, 4)), draw(ints(1, 3))
+    layer = L.PositionEmbedding(draw(ints(t, t + 2)))
+    if draw(st.booleans(), label="in a serial"):
+        return Case(fnn.serial(L.Dense(e), layer), (t, draw(ints(1, 3))))
+    return Case(layer, (t, e))
+
+
+@st.composite
+def sinusoidal_position(draw: Any) -> Case:
+    """Odd and even E; max_len unbounded or at least T; a few bases."""
+    t, e = draw(ints(1, 4)), draw(ints(1, 5))
+    max_len = draw(st.one_of(st.none(), ints(t, t + 2)))
+    return Case(L.SinusoidalPositionEmbedding(max_len, base=draw(st.sampled_from([10000.0, 100.0, 2.0]))), (t, e))
+
+
+@st.composite
+def attention(draw: Any) -> Case:
+    """Self-attention or cross-attention ((q, kv) or (q, k, v)), odd head sizes, the causal mask,
+    a key-padding mask (sometimes leaving an example, or a causal query, with no key at all: its
+    output is the bias and no gradient flows, never NaN), and attention dropout in training."""
+    heads, d, t, n = draw(ints(1, 3)), draw(ints(1, 3)), draw(ints(1, 4)), 3
+    mode = draw(st.sampled_from(["self", "kv", "qkv"]))
+    s = t if mode == "self" else draw(ints(1, 4))
+    e = heads * d
+    shape: Any = {"self": (t, e), "kv": ((t, e), (s, e)), "qkv": ((t, e), (s, e), (s, e))}[mode]
+    train = draw(st.booleans(), label="dropout in training")
+    layer = L.MultiHeadAttention(heads, dropout=0.3 if train else 0.0, causal=draw(st.booleans()),
+                                 bias=draw(st.booleans()))
+    options: dict[str, Any] = {"train": True, "key": fnn.random.key(draw(ints(0, 1000)))} if train else {}
+    if draw(st.booleans(), label="key padding"):
+        mask = np.random.default_rng(draw(ints(0, 2**16), label="mask seed")).random((n, s)) < 0.4
+        mask[0] = draw(st.booleans(), label="example 0 fully masked") or mask[0]
+        options["key_padding_mask"] = mask
+    return Case(layer, shape, options=options, batch_coupled=train, batch_size=n)
+
+
+@st.composite
+def transformer(draw: Any) -> Case:
+    heads, d = draw(ints(1, 3)), draw(ints(1, 2))
+    e, t, n = heads * d if heads * d > 1 else 2, draw(ints(1, 4)), 3  # LayerNorm over one feature is constant
+    train = draw(st.booleans(), label="dropout in training")
+    activation = draw(st.sampled_from(["gelu", L.Tanh()]))
+    layer = L.TransformerEncoderLayer(heads, draw(ints(1, 4)), dropout=0.2 if train else 0.0, activation=activation,
+                                      norm_first=draw(st.booleans()), causal=draw(st.booleans()))
+    options: dict[str, Any] = {"train": True, "key": fnn.random.key(draw(ints(0, 1000)))} if train else {}
+    if draw(st.booleans(), label="key padding"):
+        seed = draw(ints(0, 2**16), label="mask seed")
+        options["key_padding_mask"] = np.random.default_rng(seed).random((n, t)) < 0.3
+    return Case(layer, (t, e), options=options, batch_coupled=train, batch_size=n)
+
+
+@st.composite
+def tie(draw: Any) -> Case:
+    """An embedding tied to the output projection (transposed), or two Dense weights tied."""
+    v, e = draw(ints(1, 4)), draw(ints(1, 3))
+    if draw(st.booleans(), label="embedding and head"):
+        net = fnn.serial(("embed", L.Embedding(v, e)), L.Tanh(), ("head", L.Dense(v, bias=draw(st.booleans()))))
+        return Case(fnn.tie(net, target="head/w", source="embed/weight", transpose=True), draw(sides(0, 2)))
+    net = fnn.serial(("a", L.Dense(e)), L.Tanh(), ("b", L.Dense(e)))
+    return Case(fnn.tie(net, target="b/w", source="a/w", transpose=draw(st.booleans())), (e,))
+
+
 REGISTRY: dict[str, st.SearchStrategy[Case]] = {
     "Dense": dense(),
     "Flatten": pointwise(st.builds(L.Flatten)),
@@ -229,6 +295,8 @@ REGISTRY: dict[str, st.SearchStrategy[Case]] = {
     "LeakyReLU": pointwise(st.builds(L.LeakyReLU, st.floats(0.0, 1.0)), kinks=True),
     "Sigmoid": pointwise(st.builds(L.Sigmoid)),
     "Tanh": pointwise(st.builds(L.Tanh)),
+    "GELU": pointwise(st.builds(L.GELU, st.sampled_from(["none", "tanh"]))),
+    "SiLU": pointwise(st.builds(L.SiLU)),
     "Softmax": softmax(L.Softmax),
     "LogSoftmax": softmax(L.LogSoftmax),
     "Conv2D": conv(),
@@ -244,6 +312,8 @@ REGISTRY: dict[str, st.SearchStrategy[Case]] = {
     "GRU": recurrent(L.GRU),
     "LastStep": sequence_reduction(L.LastStep),
     "MeanOverTime": sequence_reduction(L.MeanOverTime),
+    "PositionEmbedding": position_embedding(),
+    "SinusoidalPositionEmbedding": sinusoidal_position(),
     "serial": serial(),
     "parallel": parallel(),
     "fan_out": fan_out(),
@@ -251,10 +321,13 @@ REGISTRY: dict[str, st.SearchStrategy[Case]] = {
     "fan_in_concat": fan_in_concat(),
     "residual": residual(),
     "elementwise": elementwise(),
+    "MultiHeadAttention": attention(),
+    "TransformerEncoderLayer": transformer(),
+    "tie": tie(),
 }
 
 PUBLIC = sorted(set(L.__all__) | {"serial", "parallel", "fan_out", "fan_in_sum", "fan_in_concat", "residual",
-                                  "elementwise"})
+                                  "elementwise", "tie"})
 
 
 def softplus() -> fnn.Layer:
@@ -278,10 +351,15 @@ FIXED: list[tuple[str, Any, tuple[int, ...]]] = [
     ("GRU", lambda: L.GRU(3, num_layers=2), (5, 2)),
     ("LastStep", lambda: L.LastStep(), (5, 2)),
     ("MeanOverTime", lambda: L.MeanOverTime(), (5, 2)),
+    ("PositionEmbedding", lambda: L.PositionEmbedding(8), (5, 4)),
+    ("SinusoidalPositionEmbedding", lambda: L.SinusoidalPositionEmbedding(), (5, 3)),
     ("ReLU", lambda: L.ReLU(), (4,)),
     ("LeakyReLU", lambda: L.LeakyReLU(0.2), (4,)),
     ("Sigmoid", lambda: L.Sigmoid(), (4,)),
     ("Tanh", lambda: L.Tanh(), (4,)),
+    ("GELU", lambda: L.GELU(), (4,)),
+    ("GELU-tanh", lambda: L.GELU("tanh"), (4,)),
+    ("SiLU", lambda: L.SiLU(), (4,)),
     ("Softmax", lambda: L.Softmax(), (4,)),
     ("LogSoftmax", lambda: L.LogSoftmax(), (4,)),
     ("Flatten", lambda: L.Flatten(), (3, 4)),
@@ -290,6 +368,12 @@ FIXED: list[tuple[str, Any, tuple[int, ...]]] = [
     ("elementwise", softplus, (4,)),
     ("serial", lambda: fnn.serial(L.Dense(4), L.BatchNorm(), L.ReLU(), L.Dropout(0.3), L.Dense(2)), (3,)),
     ("residual", lambda: fnn.residual(fnn.serial(L.Dense(4), L.Tanh())), (4,)),
+    ("MultiHeadAttention", lambda: L.MultiHeadAttention(2, dropout=0.1, causal=True), (5, 4)),
+    ("MultiHeadAttention-one-head", lambda: L.MultiHeadAttention(1, bias=False), (3, 3)),
+    ("TransformerEncoderLayer", lambda: L.TransformerEncoderLayer(2, 8), (5, 4)),
+    ("TransformerEncoderLayer-gpt", lambda: L.TransformerEncoderLayer(2, 8, norm_first=True, causal=True), (5, 4)),
+    ("tie", lambda: fnn.tie(fnn.serial(("a", L.Dense(4)), L.Tanh(), ("b", L.Dense(4))), target="b/w", source="a/w",
+                            transpose=True), (4,)),
 ]
 
 # Public layers that take tuples or integer indices, not one float array: no FIXED row.

@@ -557,3 +557,121 @@ def test_torch_sequential_of_same_shaped_layers_still_loads_by_order_and_a_head_
         with torch.no_grad():
             expected = model(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(named.apply(params, x)[0], expected, rtol=1e-12, atol=1e-12)
+
+
+# -- attention, transformer blocks and a tied GPT -----------------------------------------------------
+
+def test_torch_multihead_attention_state_dict_ports_as_it_is_and_round_trips():
+    torch = _torch()
+    from fnn.layers import MultiHeadAttention
+
+    t = torch.nn.MultiheadAttention(6, 3, batch_first=True, dtype=torch.float64)
+    with torch.no_grad():
+        t.in_proj_bias.normal_()
+        t.out_proj.bias.normal_()
+    sd = to_numpy(t)
+    layer = MultiHeadAttention(3)
+    params, state = from_torch_state_dict(layer, sd, ((4, 6), (5, 6)), np.float64)
+    assert state == {}
+    np.testing.assert_array_equal(params["in_proj_weight"], sd["in_proj_weight"])
+    np.testing.assert_array_equal(params["out_proj"]["bias"], sd["out_proj.bias"])
+    q, kv = rng(0).standard_normal((2, 4, 6)), rng(1).standard_normal((2, 5, 6))
+    ty, _ = t(torch.tensor(q), torch.tensor(kv), torch.tensor(kv), need_weights=False)
+    np.testing.assert_allclose(layer.apply(params, (q, kv))[0], ty.detach().numpy(), rtol=0, atol=1e-12)
+    out = to_torch_state_dict(layer, params, (4, 6))
+    assert list(out) == ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
+    fresh = torch.nn.MultiheadAttention(6, 3, batch_first=True, dtype=torch.float64)
+    fresh.load_state_dict({k: torch.tensor(v) for k, v in out.items()})
+    plain = MultiHeadAttention(3, bias=False)
+    no_bias = to_torch_state_dict(plain, plain.init(KEY, (4, 6)), (4, 6))
+    assert list(no_bias) == ["in_proj_weight", "out_proj.weight"]
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_torch_transformer_encoder_layer_round_trips_through_torch(norm_first):
+    torch = _torch()
+    from fnn.layers import TransformerEncoderLayer
+
+    layer = TransformerEncoderLayer(2, 8, dropout=0.0, norm_first=norm_first)
+    params = layer.init(KEY, (5, 4), np.float64)
+    sd = to_torch_state_dict(layer, params, (5, 4))
+    t = torch.nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True, norm_first=norm_first,
+                                         dtype=torch.float64)
+    assert set(sd) == set(t.state_dict())
+    t.load_state_dict({k: torch.tensor(v) for k, v in sd.items()})
+    x = rng(2).standard_normal((3, 5, 4))
+    np.testing.assert_allclose(layer.apply(params, x)[0], t(torch.tensor(x)).detach().numpy(), rtol=0, atol=1e-12)
+    back, _ = from_torch_state_dict(layer, to_numpy(t), (5, 4), np.float64)
+    assert tree.allclose(back, params, rtol=0, atol=0)
+
+
+def torch_gpt(torch, vocab, length, e, heads, layers, tied=True):
+    nn = torch.nn
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = nn.Embedding(vocab, e)
+            self.pos = nn.Embedding(length, e)
+            self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(e, heads, 4 * e, dropout=0.0, activation="gelu",
+                                                                   batch_first=True, norm_first=True)
+                                        for _ in range(layers))
+            self.ln_f = nn.LayerNorm(e)
+            self.head = nn.Linear(e, vocab, bias=False)
+            if tied:
+                self.head.weight = self.tok.weight
+
+        def forward(self, idx):
+            t = idx.shape[1]
+            h = self.tok(idx) + self.pos(torch.arange(t))
+            mask = torch.tensor(~np.tri(t, dtype=bool))
+            for block in self.blocks:
+                h = block(h, src_mask=mask, is_causal=True)
+            return self.head(self.ln_f(h))
+
+    return GPT().double()
+
+
+def fnn_gpt(vocab, length, e, heads, layers):
+    from fnn.layers import Embedding, LayerNorm, PositionEmbedding, TransformerEncoderLayer
+
+    blocks = [(f"blocks.{i}", TransformerEncoderLayer(heads, 4 * e, dropout=0.0, activation="gelu", norm_first=True,
+                                                      causal=True)) for i in range(layers)]
+    net = fnn.serial(("tok", Embedding(vocab, e)), ("pos", PositionEmbedding(length)), *blocks,
+                     ("ln_f", LayerNorm()), ("head", Dense(vocab, bias=False)))
+    return fnn.tie(net, target="head/w", source="tok/weight", transpose=True)
+
+
+def test_a_tied_torch_gpt_ports_with_the_same_logits_and_gradients():
+    torch = _torch()
+    vocab, length, e = 11, 6, 8
+    torch.manual_seed(0)
+    t = torch_gpt(torch, vocab, length, e, heads=2, layers=2)
+    sd = to_numpy(t)
+    assert "head.weight" in sd and np.array_equal(sd["head.weight"], sd["tok.weight"])  # listed twice by torch
+    gpt = fnn_gpt(vocab, length, e, heads=2, layers=2)
+    params, _ = from_torch_state_dict(gpt, sd, (length,), np.float64)
+    assert params["head"] == {}
+    idx = rng(3).integers(0, vocab, (3, length))
+    logits, vjp = gpt.apply(params, idx)
+    t_logits = t(torch.tensor(idx))
+    np.testing.assert_allclose(logits, t_logits.detach().numpy(), rtol=0, atol=1e-10)
+    dy = rng(4).standard_normal(logits.shape)
+    t_logits.backward(torch.tensor(dy))
+    grads, _ = vjp(dy)
+    ours = to_torch_state_dict(gpt, grads, (length,))
+    for name, p in t.named_parameters():  # named_parameters lists the shared weight once, as tok.weight
+        np.testing.assert_allclose(ours[name], p.grad.numpy(), rtol=0, atol=1e-10, err_msg=name)
+    # and back: fnn's params load into a fresh torch GPT, tied weight included
+    fresh = torch_gpt(torch, vocab, length, e, heads=2, layers=2)
+    fresh.load_state_dict({k: torch.tensor(v) for k, v in to_torch_state_dict(gpt, params, (length,)).items()})
+    np.testing.assert_allclose(fresh(torch.tensor(idx)).detach().numpy(), logits, rtol=0, atol=1e-10)
+
+
+def test_an_untied_torch_model_is_refused_by_a_tied_fnn_model():
+    torch = _torch()
+    torch.manual_seed(0)
+    sd = to_numpy(torch_gpt(torch, 5, 4, 4, heads=1, layers=1, tied=False))
+    with pytest.raises(ValueError, match=r"from_torch_state_dict: fnn ties 'head/w' to 'tok/weight', but the state "
+                                         r"dict holds different values for them"):
+        from_torch_state_dict(fnn_gpt(5, 4, 4, heads=1, layers=1), sd, (4,), np.float64)

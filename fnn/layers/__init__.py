@@ -1,14 +1,17 @@
 """Layer constructors. Each returns a :class:`fnn.Layer`, the pair ``(init, apply)``."""
 
-from fnn.layers.activations import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from fnn.layers.activations import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
+from fnn.layers.attention import MultiHeadAttention
 from fnn.layers.conv import Conv2D
 from fnn.layers.dense import Dense
 from fnn.layers.dropout import Dropout
 from fnn.layers.embedding import Embedding
 from fnn.layers.norm import BatchNorm, LayerNorm
 from fnn.layers.pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from fnn.layers.position import PositionEmbedding, SinusoidalPositionEmbedding
 from fnn.layers.recurrent import GRU, LSTM, RNN, LastStep, MeanOverTime
 from fnn.layers.reshape import Flatten, Identity
+from fnn.layers.transformer import TransformerEncoderLayer
 
 __all__ = [
     "AvgPool2D",
@@ -18,6 +21,7 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GELU",
     "GRU",
     "GlobalAvgPool2D",
     "Identity",
@@ -28,9 +32,14 @@ __all__ = [
     "LogSoftmax",
     "MaxPool2D",
     "MeanOverTime",
+    "MultiHeadAttention",
+    "PositionEmbedding",
     "RNN",
     "ReLU",
+    "SiLU",
     "Sigmoid",
+    "SinusoidalPositionEmbedding",
     "Softmax",
     "Tanh",
+    "TransformerEncoderLayer",
 ]

@@ -33,8 +33,11 @@ def relu_forward(x: Arr) -> tuple[Arr, Arr]:
 
 
 def relu_backward(y: Arr, dy: Arr) -> Arr:
-    """``dx = dy`` where ``y > 0``, else 0 (the gradient at 0 is 0, as in PyTorch)."""
-    return dy * (y > 0)
+    """``dx = dy`` where ``y > 0``, else 0 (the gradient at 0 is 0, as in PyTorch). The mask is written
+    straight into ``dx``'s buffer as 0/1, so no boolean array of ``y``'s size is ever allocated."""
+    dx = np.greater(y, 0, out=np.empty_like(dy))
+    dx *= dy
+    return dx
 
 
 def leaky_relu_forward(x: Arr, slope: float) -> tuple[Arr, Arr]:
@@ -219,7 +222,7 @@ def gelu_forward(x: Arr, approximate: str = "none", need_grad: bool = True) -> t
     (``"tanh"``), any shape. The cache is ``dy/dx`` (``None`` unless ``need_grad``).
 
     Both forms are computed without cancellation, so ``y`` is accurate relative to its value
-    for large negative ``x`` too: ``Phi`` from ``erfc`` (:mod:`fnn._special`), and the tanh form
+    for large negative ``x`` too: ``Phi`` from ``erfc`` (``fnn._special``), and the tanh form
     as ``x * sigmoid(2 u)``, ``u`` the tanh's argument, from ``exp(-|2 u|)``.
     """
     approximate = validate.choice("gelu_forward", "approximate", approximate, _GELU_FORMS)
