@@ -1,25 +1,35 @@
-"""What every example shares: the data sets, a command line, BLAS threads, a training loop, curves, a confusion matrix.
+"""What the examples share: the data sets, a command line, processes and BLAS threads, the curves, the report.
 
 The examples are flat scripts beside this file; ``python examples/NAME.py`` puts
 this directory on ``sys.path``, so ``import common`` works from any working
-directory. A typical example reads::
+directory. Training itself is the library's (:func:`fnn.fit`, :func:`fnn.train_step`,
+:func:`fnn.evaluate`); this module only feeds it and shows what came out. A typical
+example reads::
 
     args = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR).parse_args()
     world = common.world()
     threads = common.set_threads(args.threads, world)  # kept for the whole run
     data = common.load_data(args.mnist, args.seed, args.limit)
-    params, state, _, history = common.train(net, params, opt, data, epochs=args.epochs,
-                                             batch_size=args.batch_size, key=key, world=world)
-    common.save_curves(history, args.plot)
+    ...  # the net, its params, the optimizer
+    run = fnn.fit(net, params, opt, (data.x_train, data.y_train), epochs=args.epochs,
+                  batch_size=args.batch_size, loss_fn=fnn.losses.softmax_cross_entropy, key=key,
+                  eval_data=(data.x_held, data.y_held), world=world)
+    common.report(net, run.params, run.state, data, run.history, args.plot, start, world=world)
 
-Data come as :class:`Split`: images ``(N, 1, H, W)`` float32 in ``[0, 1]`` and
-int64 labels, for training and held out. The training loop handles layers with
-random numbers (Dropout: one key per step) and with state (BatchNorm: the state
-is threaded through training and used for evaluation), so every example can use it.
+- data: :class:`Split` (images ``(N, 1, H, W)`` float32 in ``[0, 1]`` and int64 labels, for
+  training and held out) from :func:`load_data` (scikit-learn's 8x8 digits or MNIST);
+- the command line: :func:`basic_parser` (``--lr``, ``--seed``, ``--threads``) and
+  :func:`parser` (also the data-set flags ``--mnist``, ``--epochs``, ``--batch-size``,
+  ``--limit``, ``--plot``), :func:`positive_int` and :func:`positive_float` for more flags;
+- processes: :func:`world` (one, or all that ``mpiexec`` started; only rank 0 prints) and
+  :func:`set_threads` (the BLAS threads);
+- reporting: :func:`save_curves` (a PNG of ``fit``'s history), :func:`report` (the confusion
+  matrix and held-out accuracy from :func:`fnn.evaluate`, the curves, the time),
+  :func:`print_confusion`.
 
 The examples write no files unless asked: ``--plot PATH`` writes the curves and
-``lenet_digits.py --save PATH`` its checkpoints, creating the folder of ``PATH``
-if needed (``runs/`` is git-ignored, so ``--plot runs/NAME.png`` keeps a clone clean).
+``lenet_digits.py --save DIR`` its checkpoints, creating the folder if needed
+(``runs/`` is git-ignored, so ``--plot runs/NAME.png`` keeps a clone clean).
 
 Every example also trains data-parallel: ``mpiexec -n 4 python examples/NAME.py``
 runs four processes, each on its share of every global batch of ``--batch-size``
@@ -34,7 +44,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -159,14 +169,16 @@ def set_threads(threads: int, world: fnn.distributed.World | None = None) -> Thr
 
 # --- command line -------------------------------------------------------------------------------
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer above zero."""
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number above zero."""
     value = float(text)
     if not value > 0 or not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
@@ -193,11 +205,11 @@ def basic_parser(doc: str | None, *, lr: float | Mapping[str, float], lr_help: s
     p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0], formatter_class=HelpFormatter)
     if isinstance(lr, Mapping):
         defaults = ", ".join(f"{value:g} for {name}" for name, value in lr.items())
-        p.add_argument("--lr", type=_positive_float, default=None, help=f"{lr_help} (default: {defaults})")
+        p.add_argument("--lr", type=positive_float, default=None, help=f"{lr_help} (default: {defaults})")
     else:
-        p.add_argument("--lr", type=_positive_float, default=lr, help=lr_help)
+        p.add_argument("--lr", type=positive_float, default=lr, help=lr_help)
     p.add_argument("--seed", type=int, default=0, help=seed_help)
-    p.add_argument("--threads", type=_positive, default=1, metavar="N", help=THREADS_HELP)
+    p.add_argument("--threads", type=positive_int, default=1, metavar="N", help=THREADS_HELP)
     return p
 
 
@@ -210,10 +222,11 @@ def parser(doc: str | None, *, epochs: int, batch_size: int,
                    help="train on the MNIST IDX files in DIR (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
                         "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, gzipped or not; the t10k pair alone "
                         "is split 8,000 / 2,000) instead of scikit-learn's 8x8 digits")
-    p.add_argument("--epochs", type=_positive, default=epochs, help="passes over the training set")
-    p.add_argument("--batch-size", type=_positive, default=batch_size,
+    p.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training set")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size,
                    help="examples per update (the global batch under mpiexec)")
-    p.add_argument("--limit", type=_positive, metavar="N", help="use only the first N training examples (smoke tests)")
+    p.add_argument("--limit", type=positive_int, metavar="N",
+                   help="use only the first N training examples (smoke tests)")
     p.add_argument("--plot", default="", metavar="PATH",
                    help="write a PNG of the training curves to PATH, creating its folder (runs/ is git-ignored: "
                         "say --plot runs/NAME.png); by default no plot and no file is written")
@@ -226,119 +239,22 @@ def make_parent(path: str) -> None:
     os.makedirs(folder, exist_ok=True)
 
 
-# --- training -----------------------------------------------------------------------------------
-
-Loss = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
-
-
-def evaluate(net: fnn.Layer, params: Any, x: np.ndarray, y: np.ndarray, state: Any = None,
-             loss: Loss = fnn.losses.softmax_cross_entropy, batch_size: int = 500,
-             world: fnn.distributed.World | None = None) -> tuple[float, float]:
-    """``(mean loss, accuracy)`` on ``(x, y)`` in evaluation mode; each rank of ``world``
-    evaluates its shard and the sums are reduced."""
-    w = world or fnn.distributed.World()
-    xs, ys = fnn.distributed.shard(w, (x, y)).arrays
-    logits = fnn.predict(net, params, xs, state=state, batch_size=batch_size)
-    sums = fnn.distributed.reduce_metrics(w, {"loss": loss(logits, ys)[0] * len(ys),
-                                              "correct": int(np.sum(logits.argmax(axis=1) == ys))})
-    return sums["loss"] / len(y), sums["correct"] / len(y)
-
-
-def _progress(total: int, desc: str) -> Any:
-    """A tqdm bar on a terminal when tqdm is installed, else None (the epoch line is printed either way)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=None)  # disable=None: off when not a tty
-
-
-class Trained(NamedTuple):
-    """What :func:`train` returns; every field can go into a checkpoint."""
-
-    params: Any
-    state: Any
-    opt_state: Any
-    history: dict[str, list[float]]
-
-
-def train(net: fnn.Layer, params: Any, opt: fnn.optim.Optimizer, data: Split, *, epochs: int, batch_size: int,
-          key: fnn.random.Key, loss: Loss = fnn.losses.softmax_cross_entropy, state: Any = None,
-          opt_state: Any = None, start_epoch: int = 0, history: dict[str, list[float]] | None = None,
-          on_epoch_end: Callable[[int, Trained], Any] | None = None,
-          clip: Callable[[Any], Any] | None = None, world: fnn.distributed.World | None = None) -> Trained:
-    """Train from epoch ``start_epoch`` up to ``epochs`` over ``data.x_train``; evaluate on the
-    held-out set (with plain cross-entropy) after each epoch.
-
-    Epoch ``e`` draws its batch order and its per-step keys (for Dropout) from
-    ``fold_in(key, e)`` alone, so a run resumed at epoch ``e`` from a checkpoint of
-    ``(params, state, opt_state)`` continues exactly as the uninterrupted run would.
-    ``state`` (BatchNorm statistics) is threaded through the steps and used for
-    evaluation. ``on_epoch_end(epoch_done, trained)`` is called after each epoch (to
-    save a checkpoint, say). ``clip(grads) -> grads``, if given, is applied to every
-    step's gradients before ``opt.update`` (gradient clipping, say
-    ``lambda g: fnn.optim.clip_by_global_norm(g, 1.0)``). ``history`` holds one value per epoch under
-    ``train_loss``, ``train_acc`` (running, in training mode), ``held_loss``,
-    ``held_acc`` and ``seconds``.
-
-    With a ``world`` of several processes, each global batch of ``batch_size`` is
-    split across the ranks: each rank differentiates its share of the batch's mean
-    loss (its own mean, scaled by its share of the examples), the gradients are
-    summed across ranks, and every rank makes the same update. BatchNorm normalizes
-    over the global batch and Dropout draws a different mask on each rank.
-    """
-    w = world or fnn.distributed.World()
-    params = fnn.distributed.broadcast(w, params)
-    opt_state = opt.init(params) if opt_state is None else fnn.distributed.broadcast(w, opt_state)
-    names = ("train_loss", "train_acc", "held_loss", "held_acc", "seconds")
-    history = {k: list(history.get(k, [])) if history else [] for k in names}
-    n = len(data.x_train)
-    for epoch in range(start_epoch, epochs):
-        start = time.perf_counter()
-        order_key, step_key = fnn.random.split(fnn.random.fold_in(key, epoch))
-        bar = _progress(math.ceil(n / batch_size), f"epoch {epoch + 1}/{epochs}")
-        total_loss = correct = 0.0
-        shards = fnn.distributed.batches(w, order_key, (data.x_train, data.y_train), batch_size)
-        for step, shard in enumerate(shards):
-            x, y = shard.arrays
-            out = net.apply(params, x, train=True, key=fnn.random.fold_in(step_key, step), state=state, world=w)
-            logits, vjp = out
-            state = out.state
-            value, dlogits = loss(logits, y)  # the mean over this rank's examples
-            grads, _ = vjp(dlogits * dlogits.dtype.type(len(y) / shard.total), need_dx=False)
-            grads = fnn.distributed.allreduce(w, grads)  # the gradient of the global batch's mean loss
-            if clip is not None:
-                grads = clip(grads)
-            params, opt_state = opt.update(params, grads, opt_state)
-            total_loss += value * len(x)
-            correct += float(np.sum(logits.argmax(axis=1) == y))
-            if bar is not None:
-                bar.update()
-                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-        if bar is not None:
-            bar.close()
-        sums = fnn.distributed.reduce_metrics(w, {"loss": total_loss, "correct": correct})
-        total_loss, correct = sums["loss"], sums["correct"]
-        held_loss, held_acc = evaluate(net, params, data.x_held, data.y_held, state, world=w)
-        for name, v in zip(names, (total_loss / n, correct / n, held_loss, held_acc, time.perf_counter() - start)):
-            history[name].append(v)
-        print(f"epoch {epoch + 1:{len(str(epochs))}}/{epochs}  train loss {total_loss / n:.4f} acc {correct / n:6.2%}"
-              f"  held-out loss {held_loss:.4f} acc {held_acc:6.2%}  ({history['seconds'][-1]:.1f} s)", flush=True)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, Trained(params, state, opt_state, history))
-    return Trained(params, state, opt_state, history)
-
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Batches in one pass over ``n`` examples (the last one may be short)."""
+    """Batches in one pass over ``n`` examples (the last one may be short): the length of a schedule."""
     return -(-n // batch_size)
 
 
 # --- reporting ----------------------------------------------------------------------------------
 
-def save_curves(history: dict[str, list[float]], path: str | None) -> None:
-    """Write a PNG of the loss and accuracy curves to ``path``, creating its folder (nothing for an
-    empty path or without matplotlib)."""
+def save_curves(history: Mapping[str, Sequence[float]], path: str | None,
+                metrics: Sequence[str] = ("loss", "accuracy")) -> None:
+    """Write a PNG of the training curves to ``path``, creating its folder (nothing for an empty
+    path or without matplotlib).
+
+    ``history`` is :func:`fnn.fit`'s (one value per epoch under each name). Each of ``metrics``
+    found in it gets a panel with its training curve (``NAME``) and its held-out one (``eval_NAME``).
+    """
     if not path:
         return
     try:
@@ -349,15 +265,19 @@ def save_curves(history: dict[str, list[float]], path: str | None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    curves = [(name, [(label, history[key]) for label, key in (("train", name), ("held out", f"eval_{name}"))
+                      if history.get(key)]) for name in metrics]
+    panels = [(name, lines) for name, lines in curves if lines]
+    if not panels:
+        print(f"no curves to plot: the history has {sorted(history)}, none of {list(metrics)}")
+        return
     make_parent(path)
-
-    epochs = np.arange(1, len(history["train_loss"]) + 1)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, what in ((ax_loss, "loss"), (ax_acc, "acc")):
-        ax.plot(epochs, history[f"train_{what}"], label="train")
-        ax.plot(epochs, history[f"held_{what}"], label="held out")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    for ax, (name, lines) in zip(axes[0], panels):
+        for label, values in lines:
+            ax.plot(np.arange(1, len(values) + 1), values, label=label)
         ax.set_xlabel("epoch")
-        ax.set_title("loss" if what == "loss" else "accuracy")
+        ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -366,15 +286,16 @@ def save_curves(history: dict[str, list[float]], path: str | None) -> None:
     print(f"curves written to {path}")
 
 
-def report(net: fnn.Layer, params: Any, state: Any, data: Split, history: dict[str, list[float]], plot: str | None,
-           start: float, world: fnn.distributed.World | None = None) -> float:
-    """The end of every example: the confusion matrix and accuracy on the held-out set, the
-    curves PNG, the total time since ``start`` (a ``time.perf_counter()``). Returns the accuracy.
-    Each rank of ``world`` predicts its shard of the held-out set; rank 0 writes the PNG."""
+def report(net: fnn.Layer, params: Any, state: Any, data: Split, history: Mapping[str, Sequence[float]],
+           plot: str | None, start: float, world: fnn.distributed.World | None = None) -> float:
+    """The end of every classifier example: the confusion matrix and accuracy on the held-out set
+    (:func:`fnn.evaluate` in inference mode, with ``state``, the layer state training returned),
+    the curves PNG, the total time since ``start`` (a ``time.perf_counter()``). Returns the
+    accuracy. Under a ``world`` each rank evaluates its shard, and rank 0 writes the PNG."""
     w = world or fnn.distributed.World()
-    x, y = fnn.distributed.shard(w, (data.x_held, data.y_held)).arrays
-    predictions = fnn.predict(net, params, x, state=state, batch_size=500).argmax(axis=1)
-    matrix = fnn.distributed.allreduce(w, confusion_matrix(y, predictions))
+    scores = fnn.evaluate(net, params, data.x_held, data.y_held, state=state, batch_size=500, world=w,
+                          metrics=["accuracy", "confusion_matrix"])
+    matrix = scores["confusion_matrix"]
     print_confusion(matrix)
     if w.is_root:
         save_curves(history, plot)
@@ -382,11 +303,6 @@ def report(net: fnn.Layer, params: Any, state: Any, data: Split, history: dict[s
     print(f"held-out accuracy: {correct / len(data.y_held):.2%} ({correct}/{len(data.y_held)})")
     print(f"total time: {time.perf_counter() - start:.1f} s")
     return correct / len(data.y_held)
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int = 10) -> np.ndarray:
-    """``(n_classes, n_classes)`` counts: row = true class, column = predicted class."""
-    return np.bincount(labels * n_classes + predictions, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
 def print_confusion(matrix: np.ndarray) -> None:

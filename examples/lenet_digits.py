@@ -9,16 +9,22 @@ to pool: 3x3 kernels with padding 1 keep 8x8 -> 4x4 -> 2x2, so the classifier se
 Options: ``--batchnorm`` puts BatchNorm after each convolution and hidden Dense layer;
 ``--dropout P`` drops with probability P before each hidden Dense layer;
 ``--optimizer sgd|adam`` (SGD with Nesterov momentum, or Adam; both on a cosine
-schedule); ``--save PATH`` writes a checkpoint (params, optimizer state, BatchNorm
-statistics, the data-order key and the epoch) to PATH after every epoch, creating
-its folder; ``--resume PATH`` continues from one, and ``--stop-after K`` ends a run
-after epoch K as if it had been interrupted. A run of 4 epochs and a run stopped
-after 2 and resumed for 2 more end with bitwise-identical checkpoints.
+schedule). Training is ``fnn.fit``, with held-out evaluation after each epoch.
+``--save DIR`` adds its ``fnn.training.Checkpoint`` callback: ``DIR/last.fnn`` after
+every epoch (the whole run: params, optimizer state, BatchNorm statistics, the key the
+data order derives from, the history), ``DIR/best.fnn`` after each epoch with the best
+held-out accuracy so far, and the flags in ``DIR/config.fnn``, creating ``DIR``.
+``--resume DIR`` continues the run with ``fnn.fit(..., resume=DIR/last.fnn)`` (the flags
+must be the same), and ``--stop-after K`` ends a run after epoch K as if it had been
+interrupted. A run of 4 epochs and a run stopped after 2 and resumed for 2 more end
+with bitwise-identical checkpoints. ``fnn.load("DIR/best.fnn")["params"]`` gives the
+best params.
 
     python examples/lenet_digits.py                                     # scikit-learn's 8x8 digits
     python examples/lenet_digits.py --mnist DIR                         # MNIST (see --help for the files)
     python examples/lenet_digits.py --mnist DIR --optimizer adam --batchnorm
-    python examples/lenet_digits.py --save runs/lenet.fnn --plot runs/lenet_digits.png
+    python examples/lenet_digits.py --save runs/lenet --plot runs/lenet_digits.png
+    python examples/lenet_digits.py --save runs/lenet --stop-after 5   # then --resume runs/lenet
 
 It prints the model summary, per-epoch progress, the confusion matrix and the
 held-out accuracy: about 98 % on the digits, about 98.5 % on MNIST and about 99 %
@@ -31,10 +37,10 @@ writes the checkpoints, and a run may resume on another number of processes)::
     mpiexec -n 2 python examples/lenet_digits.py --mnist DIR --optimizer adam --batchnorm
 """
 
+import os
 import time
 
 import common
-import numpy as np
 
 import fnn
 from fnn.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
@@ -45,21 +51,25 @@ BATCH_SIZE = 32
 LR = {"sgd": 0.05, "adam": 2e-3}  # peaks of the cosine schedule
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4  # weights only, not biases or BatchNorm
+CONFIG = "config.fnn"  # beside the checkpoints in --save DIR: the flags, which --resume checks
 
 parser = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR)
 parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                     help="SGD with Nesterov momentum, or Adam (AdamW's decoupled weight decay)")
 parser.add_argument("--batchnorm", action="store_true", help="BatchNorm after each convolution and hidden Dense layer")
 parser.add_argument("--dropout", type=float, default=0.0, metavar="P", help="drop probability before Dense layers")
-parser.add_argument("--save", metavar="PATH", help="write a checkpoint to PATH after every epoch, creating its folder")
-parser.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save")
-parser.add_argument("--stop-after", type=int, metavar="K", help="stop after epoch K (simulates an interruption)")
+parser.add_argument("--save", metavar="DIR",
+                    help="write the run to DIR/last.fnn after every epoch and to DIR/best.fnn after each epoch with "
+                         "the best held-out accuracy so far, and the flags to DIR/config.fnn; creates DIR")
+parser.add_argument("--resume", metavar="DIR",
+                    help="continue the run that --save wrote to DIR (its last.fnn), with the same flags; it goes on "
+                         "saving to DIR unless --save names another folder")
+parser.add_argument("--stop-after", type=common.positive_int, metavar="K",
+                    help="stop after epoch K of the --epochs schedule, as if interrupted (to try --resume)")
 args = parser.parse_args()
 world = common.world()
 threads = common.set_threads(args.threads, world)  # the BLAS limit holds while this is alive
 lr = LR[args.optimizer] if args.lr is None else args.lr
-if args.save and world.is_root:
-    common.make_parent(args.save)
 start = time.perf_counter()
 data = common.load_data(args.mnist, args.seed, args.limit)
 size = data.x_train.shape[-1]
@@ -93,34 +103,32 @@ else:
 
 config = {k: getattr(args, k) for k in ("mnist", "epochs", "batch_size", "seed", "limit", "optimizer", "batchnorm",
                                         "dropout")} | {"lr": lr}
-state = opt_state = None
-start_epoch, history = 0, None
+folder = args.save or args.resume  # a resumed run goes on saving where it was saved, unless --save says elsewhere
+callbacks = []
+if folder:
+    # DIR/last.fnn after every epoch (the whole run: fit(resume=...) continues it bitwise) and
+    # DIR/best.fnn after each epoch with the best held-out accuracy so far
+    callbacks.append(fnn.training.Checkpoint(folder, monitor="eval_accuracy"))
+resume = None
 if args.resume:
-    saved_config = fnn.distributed.load_metadata(world, args.resume)
-    if saved_config["config"] != config:
-        raise SystemExit(f"--resume: the checkpoint was made with {saved_config['config']}, not {config}")
-    bn_state = net.apply(params, data.x_train[:1], state=fnn.INITIAL_STATE).state  # its structure ({} without BN)
-    template = {"params": params, "opt_state": opt.init(params), "state": bn_state, "key": train_key,
-                "epoch": np.array(0)}
-    ckpt = fnn.distributed.load(world, args.resume, like=template)  # rank 0 reads, names any mismatch, broadcasts
-    params, opt_state, state = ckpt["params"], ckpt["opt_state"], ckpt["state"] or None
-    start_epoch, history = int(ckpt["epoch"]), saved_config["history"]
-    print(f"resumed from {args.resume} after epoch {start_epoch}")
+    saved = fnn.distributed.load_metadata(world, os.path.join(args.resume, CONFIG))["config"]
+    if saved != config:
+        raise SystemExit(f"--resume: {args.resume} holds a run made with {saved}, not {config}")
+    resume = os.path.join(args.resume, "last.fnn")
+if args.save:
+    if world.is_root:
+        os.makedirs(args.save, exist_ok=True)
+    fnn.distributed.save(world, os.path.join(args.save, CONFIG), {}, metadata={"config": config})
 
+# --stop-after K: train the first K epochs of the --epochs schedule; the checkpoint is then the one
+# an interrupted run would have left
+epochs = args.epochs if args.stop_after is None else min(args.stop_after, args.epochs)
+run = fnn.fit(net, params, opt, (data.x_train, data.y_train), epochs=epochs, batch_size=args.batch_size,
+              loss_fn=fnn.losses.softmax_cross_entropy, key=train_key, eval_data=(data.x_held, data.y_held),
+              callbacks=callbacks, world=world, eval_batch_size=500, resume=resume)
+if run.epoch < args.epochs:
+    print(f"stopped after epoch {run.epoch} of {args.epochs} (--stop-after)"
+          + (f"; continue with --resume {folder}" if folder else ""))
+    raise SystemExit(0)
 
-def checkpoint(epoch, trained):
-    if args.save:
-        fnn.distributed.save(world, args.save, {"params": trained.params, "opt_state": trained.opt_state,
-                                                "state": trained.state or {}, "key": train_key,
-                                                "epoch": np.array(epoch)},
-                             metadata={"config": config, "history": trained.history})
-    if args.stop_after == epoch:
-        print(f"stopped after epoch {epoch} (--stop-after)")
-        raise SystemExit(0)
-
-
-trained = common.train(net, params, opt, data, epochs=args.epochs, batch_size=args.batch_size, key=train_key,
-                       state=state, opt_state=opt_state, start_epoch=start_epoch, history=history,
-                       on_epoch_end=checkpoint, world=world)
-
-common.report(net, trained.params, trained.state, data, trained.history, args.plot, start, world=world)
+common.report(net, run.params, run.state, data, run.history, args.plot, start, world=world)

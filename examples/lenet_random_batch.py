@@ -5,6 +5,10 @@ a LeNet (two blocks of Conv2D, ReLU and 2x2 max pooling, then two Dense layers)
 trained with softmax cross-entropy (mean over the batch) and plain full-batch SGD.
 Nothing in the images predicts the labels, so the only way down is to memorize them.
 
+Its training loop is fnn's protocol written out by hand, with no helper from
+``fnn.training``: ``logits, vjp = net.apply(params, x)``, the loss and its gradient,
+``grads, _ = vjp(dlogits)``, ``opt.update(params, grads, opt_state)``.
+
 The hidden layers start He-initialized and the classifier at zero, so the first
 loss is exactly ln 10 = 2.3026 (uniform predictions) whatever the seed. The script
 prints the loss and accuracy every 20 steps and the first and last loss; with the
@@ -57,7 +61,7 @@ net = fnn.serial(
 )
 params = fnn.distributed.broadcast(world, net.init(k_init, x.shape[1:]))
 opt = fnn.optim.sgd(args.lr)
-state = opt.init(params)
+opt_state = opt.init(params)
 
 print(f"one random batch of {BATCH} images {x.shape[1:]}, SGD lr {args.lr:g}, {args.steps} steps; "
       f"ln {CLASSES} = {math.log(CLASSES):.4f}")
@@ -76,7 +80,7 @@ for step in range(args.steps + 1):
         break
     # the gradient of this process's share of the batch's mean loss, summed over processes
     grads, _ = vjp(dlogits * dlogits.dtype.type(len(labels_mine) / BATCH), need_dx=False)
-    params, state = opt.update(params, fnn.distributed.allreduce(world, grads), state)
+    params, opt_state = opt.update(params, fnn.distributed.allreduce(world, grads), opt_state)
 
 print(f"loss: start {losses[0]:.4f}, final {losses[-1]:.4f}")
 if args.steps == STEPS and args.lr == LR and losses[-1] > TARGET:

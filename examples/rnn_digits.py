@@ -4,9 +4,9 @@ It shows fnn's recurrent layers on batch-first sequences ``(N, T, F)``:
 ``fnn.serial(LSTM(128), LastStep(), Dense(10))`` (or ``GRU`` / ``RNN`` with ``--cell``),
 where ``LastStep`` keeps the final hidden state. The images ``(N, 1, H, W)`` are reshaped
 once to sequences ``(N, H, W)``: H time steps of W pixels (8 x 8 on scikit-learn's
-digits, 28 x 28 on MNIST). Training uses Adam on a cosine learning-rate schedule with
-gradient clipping by global norm (``fnn.optim.clip_by_global_norm``, passed to
-``common.train`` as ``clip``), as recurrent nets usually are.
+digits, 28 x 28 on MNIST). Training is ``fnn.fit`` with Adam on a cosine learning-rate
+schedule, its gradients first clipped by global norm, as recurrent nets' usually are: the
+optimizer is the chain ``fnn.optim.chain(fnn.optim.clip_by_global_norm(1.0), fnn.optim.adam(...))``.
 
     python examples/rnn_digits.py                               # digits, LSTM
     python examples/rnn_digits.py --mnist DIR                   # MNIST, LSTM (see --help for the files)
@@ -52,14 +52,11 @@ params = net.init(init_key, data.x_train.shape[1:])
 fnn.summary(net, data.x_train.shape[1:], params=params)
 
 steps = args.epochs * common.steps_per_epoch(len(data.x_train), args.batch_size)
-opt = fnn.optim.adam(fnn.optim.cosine(args.lr, steps))
+opt = fnn.optim.chain(fnn.optim.clip_by_global_norm(CLIP_NORM),  # clip, then Adam on the clipped gradients
+                      fnn.optim.adam(fnn.optim.cosine(args.lr, steps)))
 
+run = fnn.fit(net, params, opt, (data.x_train, data.y_train), epochs=args.epochs, batch_size=args.batch_size,
+              loss_fn=fnn.losses.softmax_cross_entropy, key=train_key, eval_data=(data.x_held, data.y_held),
+              world=world, eval_batch_size=500)
 
-def clip(grads):
-    return fnn.optim.clip_by_global_norm(grads, CLIP_NORM)
-
-
-params, state, _, history = common.train(net, params, opt, data, epochs=args.epochs, batch_size=args.batch_size,
-                                         key=train_key, clip=clip, world=world)
-
-common.report(net, params, state, data, history, args.plot, start, world=world)
+common.report(net, run.params, run.state, data, run.history, args.plot, start, world=world)

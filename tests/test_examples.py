@@ -135,9 +135,20 @@ def test_lenet_digits_takes_the_learning_rate_of_its_optimizer(tmp_path: Path) -
 
     lenet = next(e for e in EXAMPLES if e.script == "lenet_digits")
     for flags, lr in ((("--optimizer", "adam"), 0.002), (("--optimizer", "sgd"), 0.05), (("--lr", "0.01"), 0.01)):
-        ckpt = tmp_path / "ckpt" / "c.fnn"  # --save creates the folder
-        run(lenet, "--limit", "32", *flags, "--save", str(ckpt), cwd=tmp_path)
-        assert fnn.load_metadata(ckpt)["config"]["lr"] == lr
+        folder = tmp_path / "runs" / "c"  # --save creates the folder
+        run(lenet, "--limit", "32", *flags, "--save", str(folder), cwd=tmp_path)
+        assert fnn.load_metadata(folder / "config.fnn")["config"]["lr"] == lr
+        assert sorted(p.name for p in folder.iterdir()) == ["best.fnn", "config.fnn", "last.fnn"]
+
+
+def test_lenet_digits_refuses_to_resume_with_other_flags(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    lenet = next(e for e in EXAMPLES if e.script == "lenet_digits")
+    flags = ("--epochs", "2", "--limit", "32")
+    run(replace(lenet, args=flags + ("--save", "c", "--stop-after", "1"), expect="stopped after epoch 1 of 2"),
+        cwd=tmp_path)
+    proc = launch("lenet_digits", *flags, "--lr", "0.01", "--resume", "c", cwd=tmp_path)
+    assert proc.returncode == 1 and "--resume: c holds a run made with" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
@@ -212,29 +223,29 @@ def test_readme_says_how_to_use_downloaded_mnist_files() -> None:
 
 def test_lenet_resumed_run_is_bitwise_identical_to_an_uninterrupted_one(tmp_path: Path) -> None:
     """4 epochs in one go == 2 epochs, saved, then resumed for 2 more: params, optimizer state,
-    BatchNorm statistics and data order (Dropout masks too)."""
+    BatchNorm statistics, data order (Dropout masks too), history and the best checkpoint."""
     pytest.importorskip("sklearn")
     import fnn
 
     lenet = next(e for e in EXAMPLES if e.script == "lenet_digits")
     flags = ("--epochs", "4", "--limit", "96", "--batch-size", "32", "--optimizer", "adam", "--batchnorm",
              "--dropout", "0.2", "--plot", "")
-    straight = replace(lenet, args=flags + ("--save", str(tmp_path / "a.fnn")))
-    run(straight, cwd=tmp_path)
-    first = replace(lenet, args=flags + ("--save", str(tmp_path / "b.fnn"), "--stop-after", "2"),
-                    expect="stopped after epoch 2")
-    run(first, cwd=tmp_path)
-    assert int(fnn.load(tmp_path / "b.fnn")["epoch"]) == 2
-    second = replace(lenet, args=flags + ("--save", str(tmp_path / "b.fnn"), "--resume", str(tmp_path / "b.fnn")))
-    assert "resumed from" in run(second, cwd=tmp_path)
-    a, b = fnn.load(tmp_path / "a.fnn"), fnn.load(tmp_path / "b.fnn")
-    fnn.tree.check_same_structure(a, b)
-    for (path, x), y in zip(fnn.tree.flatten(a)[0], fnn.tree.leaves(b)):
-        assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), fnn.tree.path_str(path)
-    meta_a, meta_b = fnn.load_metadata(tmp_path / "a.fnn"), fnn.load_metadata(tmp_path / "b.fnn")
-    assert meta_a["config"] == meta_b["config"]
-    for curve in ("train_loss", "train_acc", "held_loss", "held_acc"):  # not "seconds"
-        assert meta_a["history"][curve] == meta_b["history"][curve]
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(replace(lenet, args=flags + ("--save", str(a))), cwd=tmp_path)
+    run(replace(lenet, args=flags + ("--save", str(b), "--stop-after", "2"), expect="stopped after epoch 2"),
+        cwd=tmp_path)
+    assert int(fnn.load(b / "last.fnn")["epoch"]) == 2
+    assert "resumed from" in run(replace(lenet, args=flags + ("--resume", str(b))), cwd=tmp_path)
+    assert fnn.load_metadata(a / "config.fnn") == fnn.load_metadata(b / "config.fnn")
+    for name in ("last.fnn", "best.fnn"):
+        saved_a, saved_b = fnn.load(a / name), fnn.load(b / name)
+        for saved in (saved_a, saved_b):
+            assert set(saved["history"]) == {"loss", "accuracy", "eval_loss", "eval_accuracy", "time"}
+            del saved["history"]["time"]  # seconds differ
+        fnn.tree.check_same_structure(saved_a, saved_b)
+        for (path, x), y in zip(fnn.tree.flatten(saved_a)[0], fnn.tree.leaves(saved_b)):
+            assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), f"{name}: {fnn.tree.path_str(path)}"
+    assert int(fnn.load(a / "last.fnn")["epoch"]) == 4
 
 
 # --- data parallel under mpiexec -------------------------------------------------------------------
@@ -280,7 +291,7 @@ def test_lenet_checkpoint_from_two_ranks_resumes_in_one_process(tmp_path: Path) 
     flags = ("--epochs", "3", "--limit", "96", "--batch-size", "32", "--optimizer", "adam", "--batchnorm",
              "--plot", "")
     lenet = next(e for e in EXAMPLES if e.script == "lenet_digits")
-    ckpt = str(tmp_path / "c.fnn")
+    ckpt = str(tmp_path / "c")
     out = check(mpirun(2, EXAMPLES_DIR / "lenet_digits.py", *flags, "--save", ckpt, "--stop-after", "1",
                        cwd=tmp_path))
     assert "stopped after epoch 1" in out
@@ -376,6 +387,32 @@ def test_set_threads_without_threadpoolctl_prints_a_hint(common, capsys, monkeyp
     assert "threadpoolctl is not installed" in out and "OPENBLAS_NUM_THREADS=2" in out
 
 
-def test_confusion_matrix(common) -> None:
-    m = common.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), n_classes=3)
-    np.testing.assert_array_equal(m, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+def test_save_curves_plots_the_metrics_the_history_has(common, tmp_path: Path, capsys) -> None:
+    """One panel per metric found in fit's history, train and eval_ curves; a history with the
+    loss alone (a language model's) still plots, and nothing is written without a path."""
+    pytest.importorskip("matplotlib")
+    full = {"loss": [1.0, 0.5], "accuracy": [0.5, 0.9], "eval_loss": [1.1, 0.6], "eval_accuracy": [0.4, 0.8],
+            "time": [0.1, 0.1]}
+    for name, history in (("full.png", full), ("loss.png", {"loss": [3.0, 2.0, 1.5]})):
+        common.save_curves(history, str(tmp_path / "plots" / name))
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == PNG
+    common.save_curves(full, "")
+    common.save_curves({"time": [0.1]}, str(tmp_path / "none.png"))
+    assert "no curves to plot" in capsys.readouterr().out
+    assert files_under(tmp_path) == {Path("plots"), Path("plots/full.png"), Path("plots/loss.png")}
+
+
+def test_report_prints_the_confusion_matrix_and_accuracy(common, capsys) -> None:
+    import fnn
+    from fnn.layers import Dense
+
+    net = Dense(3)
+    params = net.init(fnn.random.key(0), (2,))
+    x = fnn.random.normal(fnn.random.key(1), (7, 2))
+    y = net.apply(params, x)[0].argmax(axis=1)
+    y[0] = (y[0] + 1) % 3  # one mistake
+    data = common.Split(x, y, x, y, "test")
+    assert common.report(net, params, None, data, {}, "", 0.0) == 6 / 7
+    out = capsys.readouterr().out
+    assert "confusion matrix (rows: true class, columns: predicted)" in out
+    assert "held-out accuracy: 85.71% (6/7)" in out
