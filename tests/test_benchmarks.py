@@ -1,14 +1,19 @@
-"""Smoke test of benchmarks/distributed.py: it launches its MPI jobs and prints the scaling table."""
+"""Smoke tests of the benchmark scripts on tiny settings: benchmarks/distributed.py launches its MPI jobs and prints
+the scaling table; benchmarks/transformer.py prints its step, breakdown and memory tables, with PyTorch or without."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mpirun import mpiexec
 
 ROOT = Path(__file__).resolve().parent.parent
+TINY_TRANSFORMER = ["--quick", "--batch-sizes", "4", "--breakdown-batch", "4", "--repeats", "2", "--warmup", "1",
+                    "--width", "16", "--heads", "2", "--feedforward", "32", "--blocks", "1"]
 
 
 def test_distributed_benchmark_prints_the_scaling_table() -> None:
@@ -19,3 +24,43 @@ def test_distributed_benchmark_prints_the_scaling_table() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert len(rows) == 2 and rows[0].split("|")[4].strip() == "1.00"  # efficiency of 1 rank against itself
+
+
+def run_transformer(*flags: str) -> list[str]:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transformer.py"), *TINY_TRANSFORMER, *flags],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.splitlines()
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_transformer_benchmark_without_torch_prints_fnn_rows_breakdown_and_memory() -> None:
+    lines = run_transformer("--no-torch", "--threads", "1")
+    assert any("PyTorch left out (--no-torch)" in line for line in lines)
+    steps = [cells(line) for line in lines if line.startswith("| 4 | ")]
+    assert [row[1] for row in steps[:2]] == ["train step", "inference"]
+    assert all(len(row) == 3 for row in steps[:4])  # batch, step, fnn's time: no torch column, no ratio
+    assert "- batch 4: not checked (no PyTorch)" in lines
+    kinds = {cells(line)[0]: cells(line)[1] for line in lines if line.startswith("| ") and "|" in line[2:]}
+    assert kinds["blocks.0/sa_block/self_attn"].startswith("MultiHeadAttention(2")
+    assert kinds["blocks.0/ff_block/activation"] == "GELU()" and kinds["update"] == "adamw(0.001)"
+    by_kind = [cells(line)[0] for line in lines if line.startswith("| ") and len(cells(line)) == 6]
+    assert {"MultiHeadAttention", "LayerNorm", "GELU", "Dense", "Dropout", "residual sum"} <= set(by_kind)
+    memory = [cells(line) for line in lines if line.startswith("| 4 | ") and line.endswith(" |")
+              and len(cells(line)) == 6]
+    assert memory and float(memory[-1][-1]) > 0  # train peak / what the vjps hold
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_transformer_benchmark_agrees_with_torch_and_sets_thread_counts_side_by_side() -> None:
+    lines = run_transformer("--threads", "1", "2", "--breakdown-batch", "0", "--no-memory")
+    checks = [line for line in lines if line.startswith("- batch 4: ")]
+    assert len(checks) == 2 and all(line.startswith("- batch 4: agree — ") for line in checks), checks
+    assert any(line.startswith("### Step times and ratios, --threads 2") for line in lines)
+    header = next(line for line in lines if line.startswith("| batch | step | fnn/torch, --threads 1 |"))
+    assert cells(header)[-1] == "fnn/torch, --threads 2"
+    ratios = [cells(line) for line in lines if line.startswith("| 4 | train step | **")]
+    assert ratios and all(float(c.split("**")[1]) > 0 for c in ratios[-1][2:])
