@@ -4,7 +4,8 @@
 need_vjp=False)[0]`` for ``x`` split into batches of ``batch_size`` examples: evaluation
 mode (``train=False``), no layer keeps a column matrix, mask or arg-max beyond its own
 call, and peak memory is that of the largest single layer on one batch rather than the
-sum over the layers. It is the way to evaluate a trained model.
+sum over the layers. It is the way to evaluate a trained model. An attention model's
+``key_padding_mask: (N, S)`` is split into the same batches as ``x``.
 
 >>> from fnn.layers import Dense, ReLU
 >>> net = fnn.serial(Dense(8), ReLU(), Dense(2))
@@ -38,22 +39,40 @@ def _length(x: Any) -> int:
     return len(first)
 
 
+def _mask(mask: Any, n: int) -> np.ndarray | None:
+    """``key_padding_mask`` checked against ``x``'s ``n`` examples: it is split along with them."""
+    if mask is None:
+        return None
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+        got = f"an array of dtype {mask.dtype}" if isinstance(mask, np.ndarray) else type(mask).__name__
+        raise TypeError(f"predict: key_padding_mask must be None or a bool numpy array (N, S), True where a key "
+                        f"is padding, got {got}")
+    if mask.ndim != 2 or len(mask) != n:
+        raise ValueError(f"predict: key_padding_mask must be (N, S) with one row for each of x's N={n} examples, "
+                         f"got shape {mask.shape}")
+    return mask
+
+
 def predict(layer: Layer, params: Any, x: Any, *, state: Any = None, batch_size: int | None = None,
-            world: Any = None, check_finite: bool = False) -> Any:
+            world: Any = None, check_finite: bool = False, key_padding_mask: np.ndarray | None = None) -> Any:
     """``layer``'s outputs for ``x: (N, ...)`` in evaluation mode, computed ``batch_size``
     examples at a time (all at once for ``None``) with ``need_vjp=False``, and concatenated.
 
     ``state`` is the layer's state (BatchNorm's running statistics, as training returned
-    them). ``x`` and the output may be tuples of arrays. Returns the outputs only: nothing
-    for backward is kept, during or after the call.
+    them). ``x`` and the output may be tuples of arrays. ``key_padding_mask``, a bool
+    ``(N, S)`` array (``True`` where a key is padding, see ``MultiHeadAttention``), is
+    passed to ``apply`` sliced to each batch's rows. Returns the outputs only: nothing for
+    backward is kept, during or after the call.
     """
     check_is_layer(layer, "predict")
     n = _length(x)
     step = n if batch_size is None else validate.integer("predict", "batch_size", batch_size, low=1)
+    mask = _mask(key_padding_mask, n)
     options = {"state": state, "world": world, "check_finite": check_finite, "need_vjp": False}
     if n <= step:
-        return layer.apply(params, x, **options)[0]
-    parts = [layer.apply(params, _rows(x, i, i + step), **options)[0] for i in range(0, n, step)]
+        return layer.apply(params, x, key_padding_mask=mask, **options)[0]
+    parts = [layer.apply(params, _rows(x, i, i + step), key_padding_mask=None if mask is None else mask[i:i + step],
+                         **options)[0] for i in range(0, n, step)]
     pairs, rebuild = _tree.flatten(parts[0])
     leaves = [np.concatenate([_tree.leaves(p)[i] for p in parts]) for i in range(len(pairs))]
     return rebuild(leaves)

@@ -17,7 +17,7 @@ import numpy as np
 from fnn import random as _random
 from fnn import tree as _tree
 from fnn import validate
-from fnn.core import INITIAL_STATE, Layer, ShapeDtype, batch_of, check_is_layer, like
+from fnn.core import INITIAL_STATE, Layer, ShapeDtype, check_is_layer, example_batch, like
 
 __all__ = ["Row", "summary", "closure_arrays"]
 
@@ -85,11 +85,13 @@ def summary(layer: Layer, shape: Any, batch_size: int = 1, *, params: Any = None
     """Print (with ``print_fn``; ``None`` for silence) and return one :class:`Row` per layer.
 
     Runs ``layer`` on a random batch of ``batch_size`` examples of ``shape`` (with
-    ``params``, or fresh ones from ``key``) and reports, for the model and every
-    nested layer, the output shape (with the batch axis), the parameter count and
-    bytes, and the bytes its vjp closure keeps alive for backward. A combinator's
-    cached bytes are those of its whole subtree; the last row is the total, each
-    buffer counted once.
+    ``params``, or fresh ones from ``key``): standard normal ``dtype`` values, or int64
+    indices in ``[0, layer.index_range)`` for a model that takes integer indices
+    (``layer.inputs == "int"``: an Embedding first; ``dtype`` is then its params'). It
+    reports, for the model and every nested layer, the output shape (with the batch
+    axis), the parameter count and bytes, and the bytes its vjp closure keeps alive for
+    backward. A combinator's cached bytes are those of its whole subtree; the last row
+    is the total, each buffer counted once.
     """
     check_is_layer(layer, "summary")
     shape = validate.example_shape("summary", shape)
@@ -102,7 +104,7 @@ def summary(layer: Layer, shape: Any, batch_size: int = 1, *, params: Any = None
     if params is None:
         params = layer.init(k_init, shape, dtype)
 
-    x = batch_of(shape, dtype, batch_size, k_x)
+    x = example_batch(layer, shape, dtype, batch_size, k_x)
     out = layer.apply(params, x, train=train, key=k_apply if train else None, state=INITIAL_STATE)
     param_ids = {id(_root(p)) for p in _tree.leaves(params) if isinstance(p, np.ndarray)}
 

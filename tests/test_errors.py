@@ -29,15 +29,20 @@ from fnn.layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     GlobalAvgPool2D,
     LastStep,
     LayerNorm,
     LeakyReLU,
     MaxPool2D,
+    MultiHeadAttention,
+    PositionEmbedding,
     ReLU,
+    SinusoidalPositionEmbedding,
     Softmax,
     Tanh,
+    TransformerEncoderLayer,
 )
 
 KEY = random.key(0)
@@ -814,4 +819,171 @@ def test_loss_and_data_argument_types(call, error, match):
 ])
 def test_interop_state_dict_mismatch(call, match):
     with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ------------------------------------------------------------- attention, positions and weight tying
+
+def attention(heads=2, shape=(3, 4)):
+    layer = MultiHeadAttention(heads)
+    return layer, layer.init(KEY, shape)
+
+
+def encoder_block():
+    layer = TransformerEncoderLayer(2, 8)
+    return layer, layer.init(KEY, (3, 4))
+
+
+def tied_pair():
+    return fnn.serial(("embed", Embedding(10, 4)), ("head", Dense(10, bias=False)))
+
+
+@pytest.mark.parametrize("make, x, mask, error, match", [
+    (attention, ones(2, 3, 4), np.zeros((2, 3), np.int64), TypeError,
+     m("MultiHeadAttention(2): option key_padding_mask must be None or a bool numpy array (N, S), True where a key "
+       "is padding, got an array of dtype int64")),
+    (attention, ones(2, 3, 4), [[False] * 3] * 2, TypeError,
+     m("MultiHeadAttention(2): option key_padding_mask", "got list")),
+    (attention, ones(2, 3, 4), np.zeros((2, 4), bool), ValueError,
+     m("MultiHeadAttention(2): option key_padding_mask has shape (2, 4) but the keys need (N, S) = (2, 3) (True "
+       "where a key is padding)")),
+    (attention, (ones(2, 3, 4), ones(2, 5, 4)), np.zeros((2, 3), bool), ValueError,
+     m("MultiHeadAttention(2): option key_padding_mask has shape (2, 3)", "(N, S) = (2, 5)")),  # S: the keys
+    (encoder_block, ones(2, 3, 4), np.zeros((2, 3), np.uint8), TypeError,
+     m("TransformerEncoderLayer(2, 8): option key_padding_mask must be None or a bool numpy array", "dtype uint8")),
+    (encoder_block, ones(2, 3, 4), np.zeros((3, 3), bool), ValueError,
+     m("TransformerEncoderLayer(2, 8): serial layer 0 'sa_block' (residual(serial))", "'self_attn'",
+       "option key_padding_mask has shape (3, 3) but the keys need (N, S) = (2, 3)")),
+])
+def test_bad_key_padding_mask(make, x, mask, error, match):
+    layer, params = make()
+    with pytest.raises(error, match=match):
+        layer.apply(params, x, key_padding_mask=mask)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: attention(3, (5, 4)),
+    lambda: attention(3, ((5, 4), (2, 4))),
+    lambda: attention(3)[0].apply(attention(2)[1], ones(2, 3, 4)),
+    lambda: TransformerEncoderLayer(3, 8).init(KEY, (5, 4)),
+], ids=["init", "init-cross", "apply", "encoder-init"])
+def test_features_not_a_multiple_of_num_heads(call):
+    with pytest.raises(ValueError, match=m("MultiHeadAttention(3", "): the feature size E must be a positive multiple "
+                                           "of num_heads=3 (each head gets E / num_heads features), got E=4 in the")):
+        call()
+
+
+def cross(*x):
+    layer, params = attention()
+    return lambda: layer.apply(params, x)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (cross(ones(2, 3, 4), ones(3, 5, 4)), ValueError,
+     m("MultiHeadAttention(2): q, kv must have one batch size and one feature size E, and k and v one length, got "
+       "shapes (2, 3, 4), (3, 5, 4) (PyTorch's kdim/vdim are not supported)")),
+    (cross(ones(2, 3, 4), ones(2, 5, 6)), ValueError, m("MultiHeadAttention(2): q, kv must", "(2, 3, 4), (2, 5, 6)")),
+    (cross(ones(2, 3, 4), ones(2, 5, 4), ones(2, 6, 4)), ValueError,
+     m("MultiHeadAttention(2): q, k, v must", "k and v one length", "(2, 5, 4), (2, 6, 4)")),
+    (cross(ones(2, 3, 4), ones(2, 5, 4, dtype=np.float64)), TypeError,
+     m("MultiHeadAttention(2): inputs must share one dtype, got ['float32', 'float64']")),
+    (cross(*(ones(2, 3, 4),) * 4), ValueError,
+     m("MultiHeadAttention(2): input must be x (N, T, E) or a tuple (q, kv) or (q, k, v), got a tuple of 4")),
+    (lambda: attention(2, ((3, 4), (5, 6))), ValueError,
+     m("MultiHeadAttention(2): init shape must be (T, E) or a tuple of 2 or 3 (L, E) shapes with one E, got "
+       "((3, 4), (5, 6))")),
+])
+def test_cross_attention_inputs_that_do_not_fit(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_more_positions_than_max_len():
+    learned, fixed = PositionEmbedding(4), SinusoidalPositionEmbedding(4)
+    with pytest.raises(ValueError, match=m("PositionEmbedding(4): init shape (5, 8) has T = 5 positions but max_len "
+                                           "is 4")):
+        learned.init(KEY, (5, 8))
+    for layer in (learned, fixed):
+        with pytest.raises(ValueError, match=m(f"{layer.kind}: input has T = 5 positions but max_len is 4 (shape "
+                                               "(2, 5, 8)); use a larger max_len or shorter sequences")):
+            layer.apply(layer.init(KEY, (4, 8)), ones(2, 5, 8))
+
+
+@pytest.mark.parametrize("target, source, transpose, error, match", [
+    ("head/weight", "embed/weight", True, ValueError,
+     m("tie(serial, target='head/weight', source='embed/weight', transpose=True): the target 'head/weight' is not a "
+       "parameter of serial, whose parameters are ['embed/weight', 'head/w']")),
+    ("head/w", "emb/weight", True, ValueError, m("the source 'emb/weight' is not a parameter of serial")),
+    ("head/w", "embed/weight", False, ValueError,
+     m("tie(serial, target='head/w', source='embed/weight'): the target 'head/w' has shape (4, 10) but the source "
+       "'embed/weight' has shape (10, 4); they must agree (transpose=True?)")),
+    ("head/w", "head/w", False, ValueError, m("target and source must be two different leaves, got 'head/w' and")),
+    (("head", "w"), "embed/weight", False, TypeError,
+     m("target=('head', 'w')", "target must be a parameter path such as 'head/w', got tuple")),
+    ("head//w", "embed/weight", False, ValueError, m("target must be a parameter path", "got 'head//w'")),
+])
+def test_tie_paths_that_do_not_fit(target, source, transpose, error, match):
+    with pytest.raises(error, match=match):
+        fnn.tie(tied_pair(), target=target, source=source, transpose=transpose).init(KEY, (3,))
+
+
+def test_tied_model_given_untied_params():
+    net = tied_pair()
+    tied = fnn.tie(net, target="head/w", source="embed/weight", transpose=True)
+    with pytest.raises(ValueError, match=m("params must hold head without the tied target 'w' (its value is the "
+                                           "source's; use the params tie's init makes)")):
+        tied.apply(net.init(KEY, (3,)), np.zeros((1, 3), np.int64))
+
+
+# ------------------------------------------------------------- class weights, ignore_index, pos_weight
+
+SEQ_LOGITS = np.zeros((2, 3, 4))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: losses.softmax_cross_entropy(SEQ_LOGITS, np.zeros((2, 3), np.int64), weight=np.ones(3)), ValueError,
+     m("softmax_cross_entropy: weight must have shape (4,) for logits of shape (2, 3, 4), got (3,)")),
+    (lambda: losses.softmax_cross_entropy(SEQ_LOGITS, np.zeros((2, 3), np.int64), weight=np.ones(4, np.float32)),
+     TypeError, m("softmax_cross_entropy: weight has dtype float32 but logits has dtype float64; pass "
+                  "weight.astype(np.float64) (nothing is cast silently)")),
+    (lambda: losses.softmax_cross_entropy(SEQ_LOGITS, np.full((2, 3, 4), 0.25), ignore_index=-100), ValueError,
+     m("softmax_cross_entropy: ignore_index=-100 applies to integer class labels only, got float probability rows "
+       "(PyTorch refuses it too)")),
+    (lambda: losses.softmax_cross_entropy(SEQ_LOGITS, np.zeros((2, 3), np.int64), ignore_index=1.5), TypeError,
+     m("softmax_cross_entropy: ignore_index must be an int, got float 1.5")),
+    (lambda: losses.softmax_cross_entropy(SEQ_LOGITS, np.full((2, 3), 7), ignore_index=-100), ValueError,
+     m("softmax_cross_entropy: labels must be in [0, 4) for 4 classes or equal ignore_index=-100, got 7")),
+    (lambda: losses.binary_cross_entropy_with_logits(np.zeros((4, 3)), np.zeros((4, 3)), pos_weight=np.ones(4)),
+     ValueError, m("binary_cross_entropy_with_logits: pos_weight must have shape (3,) for logits of shape (4, 3), "
+                   "got (4,)")),
+    (lambda: losses.binary_cross_entropy_with_logits(np.zeros(()), np.zeros(()), pos_weight=np.ones(1)), ValueError,
+     m("binary_cross_entropy_with_logits: pos_weight needs logits with a last axis of labels, got shape ()")),
+])
+def test_class_weight_ignore_index_and_pos_weight_that_do_not_fit(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+# ------------------------------------------------------------- optimizer combinators
+
+MT_PARAMS = {"a": {"w": np.ones((2, 2))}, "b": {"w": np.ones(2)}}
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: optim.chain(optim.adamw(1e-3), optim.clip_by_global_norm(1.0)), TypeError,
+     m("chain: part 0 is an Optimizer, which returns new params rather than updates, so it can only be the last "
+       "part; got 2 parts")),
+    (lambda: optim.chain(), ValueError, m("chain: needs at least one transform or optimizer, got none")),
+    (lambda: optim.multi_transform({"x": optim.adamw(1e-3), "y": optim.sgd(0.1)},
+                                   {"a": {"w": "x"}, "b": {"w": "z"}}).init(MT_PARAMS), ValueError,
+     m("multi_transform: the label 'z' of the leaf at ['b']['w'] is not one of the groups ['x', 'y']")),
+    (lambda: optim.multi_transform({"x": optim.adamw(1e-3), "y": optim.sgd(0.1)},
+                                   lambda path, leaf: "z" if leaf.ndim == 1 else "x").init(MT_PARAMS), ValueError,
+     m("multi_transform: the label 'z' of the leaf at ['b']['w'] is not one of the groups ['x', 'y']")),
+    (lambda: optim.multi_transform({"x": optim.adamw(1e-3), "y": optim.scale(0.1)}, lambda path, leaf: "x"),
+     TypeError, m("multi_transform: transforms must be all optimizers or all transforms, got optimizers for ['x'] "
+                  "and transforms for ['y']")),
+])
+def test_optimizer_combinators_put_together_wrongly(call, error, match):
+    with pytest.raises(error, match=match):
         call()

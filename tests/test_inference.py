@@ -81,6 +81,54 @@ def test_inference_peak_memory_is_that_of_the_largest_layer_not_the_sum():
     assert chunked < 0.4 * inference
 
 
+def test_predict_with_a_key_padding_mask_equals_apply_with_it_in_uneven_batches():
+    from fnn.layers import Embedding, MultiHeadAttention, TransformerEncoderLayer
+
+    vocab, pad, n, t = 9, 0, 11, 6
+    net = fnn.serial(Embedding(vocab, 8, padding_idx=pad), TransformerEncoderLayer(2, 16, dropout=0.1), Dense(3))
+    params = net.init(KEY, (t,), np.float64)
+    r = np.random.default_rng(0)
+    tokens = r.integers(1, vocab, (n, t))
+    tokens[np.arange(t) >= r.integers(1, t + 1, (n, 1))] = pad  # each example padded after its own length
+    mask = tokens == pad
+    assert mask.any() and not mask.all(axis=1).any()
+    want = net.apply(params, tokens, key_padding_mask=mask)[0]
+    assert not np.allclose(want, net.apply(params, tokens)[0])  # the mask matters
+    np.testing.assert_array_equal(fnn.predict(net, params, tokens, key_padding_mask=mask), want)
+    for batch_size in (1, 4, 5, 10, 11, 30):  # 4: batches of 4, 4 and 3; 5: of 5, 5 and 1
+        np.testing.assert_allclose(fnn.predict(net, params, tokens, batch_size=batch_size, key_padding_mask=mask),
+                                   want, rtol=1e-13, atol=1e-14, err_msg=f"batch_size={batch_size}")
+    # cross-attention: the mask covers the keys (N, S), sliced with both parts of the tuple input
+    mha = MultiHeadAttention(2)
+    p2 = mha.init(KEY, ((3, 4), (5, 4)), np.float64)
+    q, kv = fnn.random.normal(KEY, (7, 3, 4), np.float64), fnn.random.normal(fnn.random.key(1), (7, 5, 4), np.float64)
+    kv_mask = np.arange(5) >= np.array([5, 1, 2, 3, 4, 5, 2])[:, None]
+    want = mha.apply(p2, (q, kv), key_padding_mask=kv_mask)[0]
+    np.testing.assert_allclose(fnn.predict(mha, p2, (q, kv), batch_size=3, key_padding_mask=kv_mask), want,
+                               rtol=1e-13, atol=1e-14)
+
+
+def test_predict_key_padding_mask_errors():
+    from fnn.layers import MultiHeadAttention
+
+    mha = MultiHeadAttention(1)
+    params = mha.init(KEY, (3, 2))
+    x = np.ones((4, 3, 2), np.float32)
+    with pytest.raises(TypeError, match=r"predict: key_padding_mask must be None or a bool numpy array \(N, S\), "
+                                        r"True where a key is padding, got an array of dtype int64"):
+        fnn.predict(mha, params, x, key_padding_mask=np.zeros((4, 3), np.int64))
+    with pytest.raises(TypeError, match=r"predict: key_padding_mask must be None .*, got list"):
+        fnn.predict(mha, params, x, key_padding_mask=[[False] * 3] * 4)
+    with pytest.raises(ValueError, match=r"predict: key_padding_mask must be \(N, S\) with one row for each of x's "
+                                         r"N=4 examples, got shape \(3, 3\)"):
+        fnn.predict(mha, params, x, batch_size=2, key_padding_mask=np.zeros((3, 3), bool))
+    with pytest.raises(ValueError, match=r"predict: key_padding_mask must be \(N, S\) .*, got shape \(4,\)"):
+        fnn.predict(mha, params, x, key_padding_mask=np.zeros(4, bool))
+    with pytest.raises(ValueError, match=r"MultiHeadAttention\(1\): option key_padding_mask has shape \(2, 5\) but "
+                                         r"the keys need \(N, S\) = \(2, 3\)"):  # S is checked by the layer
+        fnn.predict(mha, params, x, batch_size=2, key_padding_mask=np.zeros((4, 5), bool))
+
+
 def test_predict_errors():
     net = fnn.serial(Dense(2), BatchNorm())
     params = net.init(KEY, (3,))

@@ -167,6 +167,42 @@ def test_summary_with_given_params_uses_them_and_does_not_count_them_as_cached()
         fnn.summary(net, (5,), 6, params=params, print_fn=None)
 
 
+def token_model(vocab=11, e=8, ff=12, classes=3):
+    from fnn.layers import Embedding, TransformerEncoderLayer
+
+    return fnn.serial(Embedding(vocab, e), TransformerEncoderLayer(2, ff, dropout=0.0), Dense(classes))
+
+
+@pytest.mark.parametrize("dtype, size", [(np.float32, 4), (np.float64, 8)])
+def test_a_model_that_takes_token_indices_runs_on_an_index_batch(dtype, size):
+    """Regression: summary fed float inputs to every model, so any model with an Embedding first raised
+    a TypeError."""
+    vocab, e, ff, classes, n, t = 11, 8, 12, 3, 5, 7
+    rows = fnn.summary(token_model(vocab, e, ff, classes), (t,), n, dtype=dtype, print_fn=None)
+    by_name = {r.name: r for r in rows}
+    assert list(by_name) == ["model", "embedding_0", "transformer_encoder_layer_0", "dense_0", "total"]
+    assert [r.output_shape for r in rows[1:-1]] == [(n, t, e), (n, t, e), (n, t, classes)]
+    block = 3 * e * e + 3 * e + e * e + e + 2 * 2 * e + e * ff + ff + ff * e + e  # attention, 2 norms, FF
+    assert [r.params for r in rows[1:-1]] == [vocab * e, block, e * classes + classes]
+    assert rows[0].params == rows[-1].params == vocab * e + block + e * classes + classes
+    assert rows[0].param_bytes == rows[0].params * size  # the params take dtype; the indices stay int64
+    assert by_name["embedding_0"].cached_bytes == n * t * 8  # the int64 indices, for the scatter-add backward
+
+
+def test_index_batches_stay_within_the_table_and_reach_a_tied_model():
+    from fnn.layers import Embedding
+
+    # a 2-row table over 400 draws: an index out of range would raise in Embedding's apply
+    rows = fnn.summary(fnn.serial(Embedding(2, 3), Dense(2)), (20,), 20, key=random.key(7), print_fn=None)
+    assert rows[0].output_shape == (20, 20, 2)
+    tied = fnn.tie(fnn.serial(("tok", Embedding(6, 4)), ("head", Dense(6, bias=False))), target="head/w",
+                   source="tok/weight", transpose=True)
+    rows = fnn.summary(tied, (3,), 2, print_fn=None)
+    assert rows[0].output_shape == (2, 3, 6) and rows[0].params == 6 * 4  # the shared table counted once
+    params = tied.init(random.key(1), (3,), np.float64)
+    assert fnn.summary(tied, (3,), 2, params=params, print_fn=None)[0].param_bytes == 6 * 4 * 8
+
+
 def test_closure_arrays_on_a_hand_made_closure():
     a = np.zeros(10)
     big = np.zeros((4, 5), np.float32)

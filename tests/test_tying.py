@@ -99,7 +99,7 @@ def test_options_reach_the_inner_net_and_summary_counts_the_weight_once():
     mask[0, 1] = True
     assert not np.allclose(tied.apply(params, TOKENS, key_padding_mask=mask)[0], tied.apply(params, TOKENS)[0])
     pair = fnn.tie(fnn.serial(("a", Dense(3)), Tanh(), ("b", Dense(3))), target="b/w", source="a/w")
-    rows = fnn.summary(pair, (3,), print_fn=None)  # (fnn.summary draws float inputs: no Embedding model here)
+    rows = fnn.summary(pair, (3,), print_fn=None)
     assert rows[0].params == tree.size(pair.init(KEY, (3,))) == 9 + 3 + 3
     assert [r.name for r in rows if r.depth == 1] == ["a", "tanh_0", "b"]
     assert next(r for r in rows if r.name == "b").params == 3
