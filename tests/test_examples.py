@@ -43,6 +43,9 @@ EXAMPLES = [
     Example("lenet_digits", ("--epochs", "1", "--limit", "200"), lr="0.05 for sgd, 0.002 for adam"),
     Example("rnn_digits", ("--epochs", "1", "--limit", "200", "--hidden", "32"), lr="0.005"),
     Example("resnet_digits", ("--epochs", "1", "--limit", "200"), lr="0.1"),
+    Example("transformer_digits", ("--epochs", "1", "--limit", "96", "--batch-size", "32"), lr="0.003"),
+    Example("char_gpt", ("--steps", "4", "--warmup", "1", "--eval-every", "2", "--batch-size", "4", "--sample", "30",
+                         "--limit", "3000"), digits=False, mnist=False, expect="total time", lr="0.001"),
 ]
 PNG = b"\x89PNG\r\n\x1a\n"
 
