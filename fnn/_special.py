@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["erf", "erfc", "normal_cdf", "normal_cdf_and_pdf"]
+__all__ = ["erf", "erfc", "normal_cdf", "normal_cdf_and_pdf", "select"]
 
 Arr = np.ndarray
 
@@ -91,6 +91,20 @@ def _polynomial(coefs: tuple[float, ...], a: Arr) -> Arr:
     return acc
 
 
+def select(where: Arr, a: Arr, b: Arr) -> Arr:
+    """``a`` where ``where`` is set, else ``b`` (one float dtype), bit for bit as ``np.where``, but with
+    integer masks on the floats' bits: ``np.where`` and ``np.copyto(where=)`` branch per element and
+    are 10x slower on a random mask (half the inputs of GELU are negative)."""
+    kind = np.int32 if a.dtype.itemsize == 4 else np.int64
+    mask = where.astype(kind)
+    np.negative(mask, out=mask)  # all bits set where True
+    out = np.bitwise_and(a.view(kind), mask)
+    np.invert(mask, out=mask)
+    mask &= b.view(kind)
+    out |= mask
+    return out.view(a.dtype)
+
+
 def _erfc_scaled(c: _Coefficients, a: Arr) -> Arr:
     """``exp(a^2) * erfc(a)`` for ``0 <= a <= c.a_max`` (NaN stays NaN)."""
     q = _polynomial((0.0, *c.q), a)
@@ -122,9 +136,7 @@ def erfc(x: Arr) -> Arr:
     if x.ndim == 0:
         return erfc(x.reshape(1)).reshape(())
     t = _erfc_abs(c, x)
-    negative = x < 0
-    t[negative] = 2.0 - t[negative]
-    return t
+    return select(x < 0, np.subtract(2.0, t, dtype=t.dtype), t)
 
 
 def erf(x: Arr) -> Arr:
@@ -170,8 +182,7 @@ def normal_cdf_and_pdf(x: Arr) -> tuple[Arr, Arr]:
     t = _erfc_scaled(c, a)
     t *= e
     t *= 0.5  # Phi(-|x|)
-    cdf = np.subtract(1.0, t)
-    np.copyto(cdf, t, where=x < 0)
+    cdf = select(x < 0, t, np.subtract(1.0, t, dtype=t.dtype))
     e *= INV_SQRT_2PI
     return cdf, e
 

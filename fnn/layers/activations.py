@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from fnn import validate
-from fnn._special import normal_cdf_and_pdf
+from fnn._special import normal_cdf_and_pdf, select
 from fnn.core import Layer, Options, layer_kind, parameterless
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "GELU", "SiLU",
@@ -203,8 +203,7 @@ def _logistic(v: Arr) -> tuple[Arr, Arr]:
     np.exp(s, out=s)
     r = s + 1.0
     np.reciprocal(r, out=r)
-    sig = s * r
-    np.copyto(sig, r, where=v >= 0)
+    sig = select(v >= 0, r, s * r)
     s *= r
     s *= r
     return sig, s
