@@ -47,8 +47,8 @@ from fnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 TORCH_NOTE = H.import_torch(ARGS)
 LR, SEED, SHAPE = 0.01, 0, (1, 28, 28)
 REFERENCE_BUDGET_S = 60.0  # the reference's timed steps per batch size are capped to about this much time
-RECOMPUTE = "recompute" in inspect.signature(Conv2D).parameters  # Conv2D keeps x and rebuilds its columns in the vjp
-LABELS = {"train": "train", "train_no_dx": "train, no input dx", "train_rc": "train, no input dx, memory-saving conv",
+RECOMPUTE = "recompute" in inspect.signature(Conv2D).parameters  # Conv2D can keep x (default) or its columns
+LABELS = {"train": "train", "train_no_dx": "train, no input dx", "train_keep": "train, no input dx, columns kept",
           "infer": "inference"}
 
 
@@ -96,7 +96,7 @@ def bench(name: str, n: int, params: Any, reference: bool) -> tuple[str, H.Times
     x, labels = make_data(n, shape)
     variants = {"train": (make(), True)} if name == "LeNet-5" else {}
     variants["train_no_dx"] = (make(), False)
-    variants.update({"train_rc": (lenet(recompute=True), False)} if RECOMPUTE and name == "LeNet-5" else {})
+    variants.update({"train_keep": (lenet(recompute=False), False)} if RECOMPUTE and name == "LeNet-5" else {})
     fnn_steps = {kind: S.FnnStep(net, params, x, labels, LR, need_dx) for kind, (net, need_dx) in variants.items()}
     losses, got = {}, {}
     for i, (kind, step) in enumerate(fnn_steps.items()):
@@ -174,8 +174,8 @@ def report_memory(params: Any) -> None:
     for n in batches:
         x, labels = make_data(n)
         f, ref = S.FnnStep(net, params, x, labels, LR), loopref.LoopLeNet(params)
-        rc = S.FnnStep(lenet(recompute=True), params, x, labels, LR, need_dx=False) if RECOMPUTE else None
-        fns = [f.train, partial(f.train, need_dx=False)] + ([rc.train] if rc else []) + [f.infer]
+        keep = S.FnnStep(lenet(recompute=False), params, x, labels, LR, need_dx=False) if RECOMPUTE else None
+        fns = [f.train, partial(f.train, need_dx=False)] + ([keep.train] if keep else []) + [f.infer]
         fns += [partial(ref.train_step, x, labels, LR)] * (not ARGS.no_reference)
         peaks = [S.traced_peak(fn) for fn in fns]
         held = sum(a.nbytes for i, a in fnn.inspection.closure_arrays(net.apply(params, x, train=True)[1]).items()
@@ -184,14 +184,15 @@ def report_memory(params: Any) -> None:
                     + [mib(r[f"{n} {k}"]) if isinstance(r, dict) else "–" for r in rss.values() for k in ("train",
                                                                                                           "infer")])
     print(H.table(["batch", "input x", "fnn train", "fnn train, no input dx"]
-                  + ["fnn train, no input dx, memory-saving conv"] * RECOMPUTE + ["fnn inference"]
+                  + ["fnn train, no input dx, columns kept"] * RECOMPUTE + ["fnn inference"]
                   + ["reference train"] * (not ARGS.no_reference) + ["vjps hold", "fnn train / vjps hold"]
                   + [f"{w} {k} (RSS)" for w in rss for k in ("train, no input dx", "inference")], rows))
     print(f"\nParameters: {fnn.tree.size(params)} floats ({fnn.tree.nbytes(params) / 1024:.0f} KiB). fnn and reference "
           "columns: tracemalloc, the peak of one step's allocations above what was live before it, exact for NumPy's "
           "buffers but blind to PyTorch's allocator; fnn inference is `fnn.predict` (need_vjp=False). vjps hold: the "
           "buffers one train step's vjp keeps for backward, parameters excluded (`fnn.inspection.closure_arrays`)."
-          + (" Memory-saving conv: LeNet-5 with `Conv2D(..., recompute=True)`, which keeps x, not the columns."
+          + (" Columns kept: LeNet-5 with `Conv2D(..., recompute=False)`, whose vjp keeps the column matrix;"
+             " by default it keeps x and rebuilds the columns band by band."
              if RECOMPUTE else "") + (" RSS: the rise of the resident high-water mark during one step after a warm-up "
           f"(median of 3) in a fresh process per library at --threads {ARGS.threads}, glibc's mmap threshold fixed at "
           "64 KiB (MALLOC_MMAP_THRESHOLD_) so freed arrays leave the resident set; page-granular, it also counts BLAS "
@@ -226,13 +227,13 @@ def main() -> None:
         H.step_tables([(str(n), times) for n, _, times, _ in results], "batch", LABELS, against)
         print("\"train, no input dx\": vjp(dlogits, need_dx=False), serial stops backward at conv2d_0, which skips "
               "col2img; PyTorch's step never computes the input's gradient either, so that row's fnn/torch ratio is "
-              "the like-for-like one. Against fnn's own train step" + (" (and memory-saving conv against no input dx)"
+              "the like-for-like one. Against fnn's own train step" + (" (and columns kept against no input dx)"
                                                                        if RECOMPUTE else "") + " of the same round:")
         for n, check, times, every in results:
             no_dx = H.ratios(times, "fnn", "train_no_dx", "train")
-            rc, k = H.ratios(times, "fnn", "train_rc", "train_no_dx"), every.get("reference", 1)
+            rc, k = H.ratios(times, "fnn", "train_keep", "train_no_dx"), every.get("reference", 1)
             print(f"- batch {n}: no-dx step / train step {H.spread(no_dx, True)}"
-                  + (f"; memory-saving / no-dx {H.spread(rc, True)}" if rc else "")
+                  + (f"; columns kept / no-dx {H.spread(rc, True)}" if rc else "")
                   + (f"; the reference ran every {k}-th round" if k > 1 else "")
                   + f". One train step from identical parameters: {check}")
         if wide:

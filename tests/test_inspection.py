@@ -12,21 +12,23 @@ from fnn.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool
 F32 = 4
 
 
-def lenet():
-    return fnn.serial(Conv2D(6, 5, padding=2), ReLU(), MaxPool2D(2), Conv2D(16, 5), ReLU(), MaxPool2D(2), Flatten(),
-                      Dense(120), ReLU(), Dense(84), ReLU(), Dense(10))
+def lenet(**conv):
+    return fnn.serial(Conv2D(6, 5, padding=2, **conv), ReLU(), MaxPool2D(2), Conv2D(16, 5, **conv), ReLU(),
+                      MaxPool2D(2), Flatten(), Dense(120), ReLU(), Dense(84), ReLU(), Dense(10))
 
 
-def lenet_expected(n):
-    """``{name: (params, cached bytes)}`` for LeNet-5 on (1, 28, 28) at batch ``n``, counted by hand."""
-    conv = lambda c, k, oh, ow: c * k * k * oh * ow * n * F32  # noqa: E731  the column matrix
+def lenet_expected(n, keep_columns=False):
+    """``{name: (params, cached bytes)}`` for LeNet-5 on (1, 28, 28) at batch ``n``, counted by hand: each
+    Conv2D keeps its input (the default) or, with ``keep_columns`` (``recompute=False``), its column matrix."""
     act = lambda *shape: int(np.prod(shape)) * n * F32  # noqa: E731  an activation, float32
+    conv = lambda c, k, oh, ow, h: (c * k * k * oh * ow * n * F32 if keep_columns  # noqa: E731
+                                    else act(c, h, h))
     argmax = lambda *shape: int(np.prod(shape)) * n  # noqa: E731  uint8 argmax offsets
     return {
-        "conv2d_0": (6 * 1 * 5 * 5 + 6, conv(1, 5, 28, 28)),
+        "conv2d_0": (6 * 1 * 5 * 5 + 6, conv(1, 5, 28, 28, 28)),
         "relu_0": (0, act(6, 28, 28)),  # ReLU keeps its output
         "max_pool2d_0": (0, argmax(6, 14, 14)),
-        "conv2d_1": (16 * 6 * 5 * 5 + 16, conv(6, 5, 10, 10)),
+        "conv2d_1": (16 * 6 * 5 * 5 + 16, conv(6, 5, 10, 10, 14)),
         "relu_1": (0, act(16, 10, 10)),
         "max_pool2d_1": (0, argmax(16, 5, 5)),
         "flatten_0": (0, 0),  # only the shape
@@ -59,10 +61,16 @@ def test_lenet_rows_cache_what_each_closure_holds(lenet_rows):
     for row in layers:
         params, cached = expected[row.name]
         assert (row.params, row.param_bytes, row.cached_bytes) == (params, params * F32, cached), row
-    assert lenet_rows[1].cached_bytes == 10_035_200  # conv1's column matrix: 1 * 5 * 5 * 28 * 28 * 128 * 4
+    assert lenet_rows[1].cached_bytes == 401_408  # conv1's input: 1 * 28 * 28 * 128 * 4
     shapes = {r.name: r.output_shape for r in layers}
     assert shapes["conv2d_0"] == (128, 6, 28, 28) and shapes["max_pool2d_1"] == (128, 16, 5, 5)
     assert shapes["flatten_0"] == (128, 400)
+
+
+def test_lenet_rows_with_the_columns_kept():
+    rows = fnn.summary(lenet(recompute=False), (1, 28, 28), 128, print_fn=None)
+    assert {r.name: (r.params, r.cached_bytes) for r in rows[1:-1]} == lenet_expected(128, keep_columns=True)
+    assert rows[1].cached_bytes == 10_035_200  # conv1's column matrix: 1 * 5 * 5 * 28 * 28 * 128 * 4
 
 
 def test_lenet_total_counts_each_buffer_once(lenet_rows):
@@ -92,7 +100,7 @@ def test_total_equals_the_union_of_the_buffers_of_every_layer():
 def test_printed_table(capsys):
     rows = fnn.summary(lenet(), (1, 28, 28), 128)
     out = capsys.readouterr().out
-    assert "61,706" in out and "246,824" in out and "10,035,200" in out
+    assert "61,706" in out and "246,824" in out and "401,408" in out
     assert "cached bytes (N=128)" in out
     lines = out.splitlines()
     assert len(lines) == len(rows) + 3  # header, two rules

@@ -9,11 +9,12 @@ Both directions walk the output in *bands* of whole output rows, each band's col
 ``(C * kh * kw, rows * OW * N)`` a quarter of the whole column matrix (but 256 KiB to 2 MiB,
 and at least one row): the forward fills a band of columns and multiplies it while it is in
 cache, the backward accumulates ``dw`` band by band and adds each band's ``w.T @ dy`` back
-onto the image. Only the column matrix the vjp keeps (none with ``recompute`` or in
-inference) is ever whole; every other column matrix exists one band at a time (but
-``dx_method="flipped"``'s, over the dilated ``dy``). The kept matrix is stored band after
-band, each band's block contiguous, so that a kept band and a rebuilt one (``recompute``,
-inference) have one layout and give bitwise the same products.
+onto the image. Only the column matrix the vjp keeps with ``recompute=False`` is ever whole
+(by default, ``recompute=True``, and in inference the vjp keeps none); every other column
+matrix exists one band at a time (but ``dx_method="flipped"``'s, over the dilated ``dy``).
+The kept matrix is stored band after band, each band's block contiguous, so that a kept band
+and a rebuilt one (``recompute``, inference) have one layout and give bitwise the same
+products.
 """
 
 from __future__ import annotations
@@ -41,6 +42,34 @@ with ``col2img``, or convolve ``dy`` with the flipped kernel (:func:`conv2d_dx_f
 # (fewer, larger numpy calls on small inputs) and at most _BAND_MAX (about one core's L2 cache
 # here, so that a band is still in cache when its product reads it), and at least one output row.
 _BAND_MIN, _BAND_MAX = 1 << 18, 2 << 20
+
+
+# OpenBLAS multiplies a small weight matrix (F * C * kh * kw <= _SKINNY elements, LeNet's) by a
+# wide matrix twice as fast in blocks of _COLUMNS columns as in one call (measured at one thread
+# on (6, 25) @ (25, 100352): 0.49 against 0.97 ms); larger weights gain nothing from blocks.
+_SKINNY, _COLUMNS = 4096, 4096
+
+
+def _step(w: np.ndarray, m: int) -> int:
+    """The column block of a product with the weight ``w`` over ``m`` columns: all of them for large weights."""
+    return _COLUMNS if w.size <= _SKINNY else max(m, 1)
+
+
+def _matmul_columns(a: np.ndarray, b: np.ndarray, out: np.ndarray, w: np.ndarray) -> None:
+    """``out = a @ b`` for ``a`` made of ``w`` and a wide ``b: (K, M)``, in column blocks (:func:`_step`)."""
+    m = b.shape[1]
+    step = _step(w, m)
+    for i in range(0, m, step):
+        np.matmul(a, b[:, i:i + step], out=out[:, i:i + step])
+
+
+def _add_products(acc_t: np.ndarray, cols: np.ndarray, dy: np.ndarray, w: np.ndarray) -> None:
+    """``acc_t += cols @ dy.T``, the transpose of ``dw += dy @ cols.T`` (OpenBLAS is faster this way
+    round), summed over the long axis ``M`` of ``cols: (K, M)`` and ``dy: (F, M)`` in column blocks."""
+    m = cols.shape[1]
+    step = _step(w, m)
+    for i in range(0, m, step):
+        acc_t += cols[:, i:i + step] @ dy[:, i:i + step].T
 
 
 class Conv2DCache(NamedTuple):
@@ -124,7 +153,7 @@ def _add_band(out: np.ndarray, t6: np.ndarray, a: int, stride: Pair, dilation: P
 
 
 def conv2d_forward(params: dict[str, np.ndarray], x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding,
-                   dilation: Pair, recompute: bool = False) -> tuple[np.ndarray, Conv2DCache]:
+                   dilation: Pair, recompute: bool = True) -> tuple[np.ndarray, Conv2DCache]:
     """``x: (N, C, H, W)``, params ``{"w": (F, C, kh, kw), "b": (F,)}`` (``"b"`` optional) ->
     ``y: (N, F, OH, OW)`` (a view of a batch-last buffer) and the cache.
 
@@ -143,7 +172,7 @@ def conv2d_forward(params: dict[str, np.ndarray], x: np.ndarray, kernel: Pair, s
     y_t, w2, m = np.empty((f, oh * ow * n), x.dtype), w.reshape(f, -1), ow * n
     for a, b, band, _ in _bands(v.shape, x.dtype, cols, source):
         out = y_t[:, a * m:b * m]
-        np.matmul(w2, band, out=out)
+        _matmul_columns(w2, band, out, w)
         if "b" in params:
             out += params["b"][:, None]
     y = y_t.reshape(f, oh, ow, n).transpose(3, 0, 1, 2)  # batch-last memory, (N, F, OH, OW) view
@@ -183,17 +212,17 @@ def conv2d_backward(cache: Conv2DCache, dy: np.ndarray, need_dx: bool = True, dx
     image = scratch = None
     if need_dx and dx_method == "col2img":
         image = np.zeros((c, h + pads[0] + pads[1], wd + pads[2] + pads[3], n), dtype)
-    dw = np.zeros((f, c * k[0] * k[1]), dtype)
+    dw_t = np.zeros((c * k[0] * k[1], f), dtype)
     for a, b, band, spare in _columns(cache, shape6, dtype):
         dy_band = dy_t[:, a * m:b * m]
-        dw += dy_band @ band.T
+        _add_products(dw_t, band, dy_band, w)
         if image is not None:
             if not spare:  # the band's columns are kept (or x's own memory): w.T @ dy needs its own scratch
                 scratch = _buffer(shape6, dtype) if scratch is None else scratch
                 band = scratch[:band.size].reshape(band.shape)
-            np.matmul(w2.T, dy_band, out=band)
+            _matmul_columns(w2.T, dy_band, band, w)
             _add_band(image, band.reshape(c, k[0], k[1], b - a, ow, n), a, s, d)
-    grads = {"w": dw.reshape(w.shape)}
+    grads = {"w": np.ascontiguousarray(dw_t.T).reshape(w.shape)}
     if bias:
         grads["b"] = dy_t.sum(axis=1)
     if not need_dx:
@@ -239,7 +268,7 @@ def conv2d_dx_flipped(dy_t: np.ndarray, w: np.ndarray, shape: tuple[int, ...], k
 
 
 def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, padding: Any = 0,
-           dilation: int | Pair = 1, bias: bool = True, dx_method: str = "col2img", recompute: bool = False,
+           dilation: int | Pair = 1, bias: bool = True, dx_method: str = "col2img", recompute: bool = True,
            w_init: _init.Initializer = _init.fan_in_uniform, b_init: _init.Initializer = _init.zeros) -> Layer:
     """2-D cross-correlation, as ``torch.nn.Conv2d``.
 
@@ -253,22 +282,21 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
     Default init: ``w`` from :func:`fnn.init.fan_in_uniform` (PyTorch's Kaiming-uniform
     default, bound ``1 / sqrt(C * kh * kw)``), ``b`` zeros.
 
-    The forward copies the padded input's windows once into a column matrix
-    ``(C * kh * kw, OH * OW * N)`` that the vjp keeps; ``dw`` comes from it. Both directions
-    work in bands of output rows (a quarter of the matrix, 256 KiB to 2 MiB, at least one
-    row), so that no other column matrix (but ``"flipped"``'s) is ever whole. ``dx_method``
+    The maths is img2col and matrix products, in bands of output rows (each band's column
+    matrix ``(C * kh * kw, rows * OW * N)`` a quarter of the whole, 256 KiB to 2 MiB, at least
+    one row), so that a band is still in cache when its product reads it. By default
+    (``recompute=True``) the vjp keeps a reference to ``x`` and rebuilds the columns band by
+    band when it runs, so no column matrix is ever whole: on this project's machines that is
+    both lighter (``kh * kw`` times less kept for stride 1) and faster than keeping the columns
+    (LeNet-5's and a 3 x 3 convnet's train steps 10-15 % faster; ``docs/conv.md``).
+    ``recompute=False`` copies the columns once in the forward and keeps the whole matrix for
+    the vjp, one img2col per step fewer; the results are bitwise the same. ``dx_method``
     chooses how ``dx`` is computed: ``"col2img"`` (default) multiplies by ``w`` and adds the
-    columns back onto the image, looping over the ``kh * kw`` kernel offsets;
-    ``"flipped"`` convolves the stride-dilated, zero-padded ``dy`` with the 180°-rotated
-    kernel, input and output channels swapped. Both give the same result; see
-    ``docs/conv.md`` for when each is faster. The vjp has ``sq_norms`` (see
-    :mod:`fnn.per_example`).
-
-    ``recompute=True`` trades time for memory: the vjp keeps a reference to ``x`` instead
-    of the column matrix (``kh * kw`` times smaller for stride 1) and rebuilds the columns
-    band by band when it runs, at the cost of one more img2col per training step; the
-    results are bitwise the same (see ``docs/conv.md``). Inference (``need_vjp=False``)
-    builds the columns band by band too, and keeps nothing.
+    columns back onto the image, looping over the ``kh * kw`` kernel offsets; ``"flipped"``
+    convolves the stride-dilated, zero-padded ``dy`` with the 180°-rotated kernel, input and
+    output channels swapped (its column matrix is whole). Both give the same result; see
+    ``docs/conv.md`` for when each is faster. Inference (``need_vjp=False``) keeps nothing.
+    The vjp has ``sq_norms`` (see :mod:`fnn.per_example`).
 
     >>> conv = Conv2D(4, 3, padding="same")
     >>> params = conv.init(fnn.random.key(0), (2, 8, 8))
@@ -277,7 +305,7 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
     (5, 4, 8, 8)
     """
     options = (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1), ("bias", bias, True),
-               ("dx_method", dx_method, "col2img"), ("recompute", recompute, False))
+               ("dx_method", dx_method, "col2img"), ("recompute", recompute, True))
     f_out = validate.integer(layer_kind("Conv2D", [repr(out_channels), repr(kernel_size)], options),
                              "out_channels", out_channels, low=1)
     kind = layer_kind("Conv2D", [str(f_out), repr(kernel_size)], options)
