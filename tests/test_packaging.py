@@ -135,3 +135,15 @@ def test_a_users_mypy_reads_the_installed_wheels_annotations(wheel, tmp_path):
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert 'bad.py:9: error: Argument 1 to "Dense" has incompatible type "str"; expected "int"' in bad.stdout
     assert "Found 1 error in 1 file" in bad.stdout, bad.stdout
+
+
+def test_changelog_has_this_version_and_an_unreleased_section() -> None:
+    """The first section is "Unreleased"; the next is this version with a date, with a migration
+    note and the Added, Changed and Fixed groups in that order."""
+    text = (ROOT / "CHANGELOG.md").read_text()
+    sections = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert sections[:2] == ["Unreleased", f"{fnn.__version__} — {sections[1].split(' — ')[-1]}"]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", sections[1].split(" — ")[-1])
+    release = text.split(f"## {sections[1]}\n", 1)[1].split("\n## ", 1)[0]
+    groups = re.findall(r"^### (.+)$", release, flags=re.M)
+    assert groups == ["Migrating from 0.1", "Added", "Changed", "Fixed"]
