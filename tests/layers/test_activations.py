@@ -333,3 +333,22 @@ def test_gelu_approximate_of_wrong_type_raises_type_error(approximate):
     msg = f"GELU(approximate={approximate!r}): approximate must be one of ['none', 'tanh'], got {got}"
     with pytest.raises(TypeError, match="^" + re.escape(msg)):
         GELU(approximate)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("form", ["gelu", "gelu-tanh", "silu"])
+def test_large_arrays_run_in_blocks_with_the_same_bits(form, dtype):
+    """Above 2 * 32768 values GELU and SiLU run block by block (cache-sized temporaries); every value
+    still goes through the same operations, so each equals the result for that value alone."""
+    x = (np.random.default_rng(1).standard_normal((3, 50_001)) * 4).astype(dtype)[:, ::2]  # strided too
+    fn = {"gelu": activations.gelu_forward, "gelu-tanh": lambda v: activations.gelu_forward(v, "tanh"),
+          "silu": activations.silu_forward}[form]
+    y, grad = fn(x)
+    assert y.shape == grad.shape == x.shape and y.dtype == grad.dtype == dtype
+    for i in (0, 1, 2):
+        for j in (0, 17_000, 25_000):
+            y1, g1 = fn(x[i:i + 1, j:j + 1])
+            assert y[i, j] == y1[0, 0] and grad[i, j] == g1[0, 0]
+    small_y, small_grad = fn(x[:, :1000])
+    np.testing.assert_array_equal(y[:, :1000], small_y)
+    np.testing.assert_array_equal(grad[:, :1000], small_grad)
