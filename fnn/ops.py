@@ -37,7 +37,8 @@ from numpy.lib.stride_tricks import as_strided
 from fnn import validate
 from fnn.validate import Padding, Pair
 
-__all__ = ["Pair", "Padding", "out_size", "pad2d", "windows", "img2col", "col2img", "matmul_wide", "matmul_nt"]
+__all__ = ["Pair", "Padding", "out_size", "pad2d", "windows", "img2col", "col2img", "matmul_wide", "matmul_nt",
+           "matmul_last"]
 
 
 def out_size(size: int, kernel: int, stride: int, dilation: int) -> int:
@@ -151,3 +152,11 @@ def matmul_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         out += b[:, i:i + _BLOCK] @ a[:, i:i + _BLOCK].T
     return out.T
 
+
+
+def matmul_last(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a: (..., K) @ b: (K, P) -> (..., P)`` as one 2-D product over all the leading axes of ``a``
+    (numpy's ``@`` runs one product per leading index: ``(32, 64, 512) @ (512, 128)`` a third slower)."""
+    if a.ndim <= 2:
+        return a @ b
+    return (a.reshape(-1, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[-1])

@@ -21,6 +21,7 @@ from fnn import random as _random
 from fnn import validate
 from fnn.core import Layer, Options, Shape, check_cotangent, check_params, layer_kind, like, make_layer
 from fnn.distributed import rank_key
+from fnn.ops import matmul_last
 
 __all__ = ["MultiHeadAttention", "AttentionCache", "attention_forward", "attention_backward", "attention_mask"]
 
@@ -72,7 +73,7 @@ def _merge(a: Arr) -> Arr:
 
 def _project(x: Arr, w: Arr, b: Arr | None) -> Arr:
     """``x @ w.T + b`` over the last axis: PyTorch's Linear."""
-    y = x @ w.T
+    y = matmul_last(x, w.T)
     if b is not None:
         y += b
     return y
@@ -139,7 +140,7 @@ def attention_backward(cache: AttentionCache, dy: Arr, need_dx: bool = True) -> 
     grads_out: dict[str, Arr] = {"weight": dy2.T @ o2}
     if bias:
         grads_out["bias"] = dy2.sum(axis=0)
-    do = (dy @ w_out).reshape(n, t, h, d).transpose(0, 2, 1, 3)
+    do = matmul_last(dy, w_out).reshape(n, t, h, d).transpose(0, 2, 1, 3)
     if drop is None:
         pd = p
         dp = do @ v.transpose(0, 1, 3, 2)
@@ -170,7 +171,7 @@ def attention_backward(cache: AttentionCache, dy: Arr, need_dx: bool = True) -> 
     if not need_dx:
         return grads, None
     rows = np.cumsum([0] + [g.shape[-1] for g in dproj])
-    dx = tuple(g @ w[lo:hi] for g, lo, hi in zip(dproj, rows[:-1], rows[1:]))
+    dx = tuple(matmul_last(g, w[lo:hi]) for g, lo, hi in zip(dproj, rows[:-1], rows[1:]))
     return grads, dx if len(inputs) > 1 else dx[0]
 
 

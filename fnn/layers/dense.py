@@ -10,6 +10,7 @@ from fnn import init as _init
 from fnn import random as _random
 from fnn import validate
 from fnn.core import Layer, Options, check_cotangent, check_params, layer_kind, like, make_layer, vjp_with
+from fnn.ops import matmul_last
 
 __all__ = ["Dense", "DenseCache", "dense_forward", "dense_backward", "dense_sq_norms"]
 
@@ -26,7 +27,7 @@ def dense_forward(params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndar
     """``x: (N, ..., in)``, params ``{"w": (in, out), "b": (out,)}`` (``"b"`` optional) ->
     ``y = x @ w + b: (N, ..., out)`` and the cache."""
     w = params["w"]
-    y = x @ w
+    y = matmul_last(x, w)
     if "b" in params:
         y += params["b"]
     return y, DenseCache(x, w, "b" in params)
@@ -42,7 +43,7 @@ def dense_backward(cache: DenseCache, dy: np.ndarray, need_dx: bool = True
     grads = {"w": x2.T @ dy2}
     if bias:
         grads["b"] = dy2.sum(axis=0)
-    return grads, dy @ w.T if need_dx else None
+    return grads, matmul_last(dy, w.T) if need_dx else None
 
 
 def dense_sq_norms(cache: DenseCache, dy: np.ndarray) -> np.ndarray:
