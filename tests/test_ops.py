@@ -1,4 +1,4 @@
-"""fnn.ops: img2col against the loop reference, col2img as its adjoint, windows as a view, pad2d."""
+"""fnn.ops: img2col against the loop reference, col2img as its adjoint, windows as a view, pad2d, matmul_last."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import reference
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fnn.ops import col2img, img2col, out_size, pad2d, windows
+from fnn.ops import col2img, img2col, matmul_last, out_size, pad2d, windows
 
 ints = st.integers
 
@@ -187,3 +187,14 @@ def test_pad2d_matches_numpy_pad(pads, value, dtype):
     np.testing.assert_array_equal(got, want)
     if any(pads):
         assert not np.shares_memory(got, x)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 4, 3), (2, 0, 3), (2, 3, 4, 3), (0, 3)])
+def test_matmul_last_is_matmul_over_the_last_axis(shape):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(shape), rng.standard_normal((3, 6))
+    got = matmul_last(a, b)
+    assert got.shape == (*shape[:-1], 6)
+    np.testing.assert_allclose(got, a @ b, rtol=1e-13, atol=1e-13)
+    strided = rng.standard_normal((*shape[:-1], 6))[..., ::2]  # not contiguous: reshaped by a copy
+    np.testing.assert_allclose(matmul_last(strided, b), strided @ b, rtol=1e-13, atol=1e-13)
