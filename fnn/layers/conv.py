@@ -288,7 +288,7 @@ def Conv2D(out_channels: int, kernel_size: int | Pair, stride: int | Pair = 1, p
     (``recompute=True``) the vjp keeps a reference to ``x`` and rebuilds the columns band by
     band when it runs, so no column matrix is ever whole: on this project's machines that is
     both lighter (``kh * kw`` times less kept for stride 1) and faster than keeping the columns
-    (LeNet-5's and a 3 x 3 convnet's train steps 10-15 % faster; ``docs/conv.md``).
+    (LeNet-5's and a 3 x 3 convnet's train steps 7-15 % faster; ``docs/conv.md``).
     ``recompute=False`` copies the columns once in the forward and keeps the whole matrix for
     the vjp, one img2col per step fewer; the results are bitwise the same. ``dx_method``
     chooses how ``dx`` is computed: ``"col2img"`` (default) multiplies by ``w`` and adds the
