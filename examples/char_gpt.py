@@ -51,7 +51,6 @@ Data parallel with the same flags (``--batch-size`` is the global batch)::
 """
 
 import math
-import os
 import time
 
 import common
@@ -78,7 +77,6 @@ EVAL_EVERY = 250
 PROMPT = "The "
 TEMPERATURE = 0.8
 SAMPLE = 500  # characters
-CONFIG = "config.fnn"  # beside the checkpoints in --save DIR: the flags, which --resume checks
 
 parser = common.basic_parser(__doc__, lr=LR)
 parser.add_argument("--text", metavar="FILE", help="train on this UTF-8 text instead of Python's help texts")
@@ -98,14 +96,8 @@ parser.add_argument("--sample", type=int, default=SAMPLE, metavar="N", help="cha
 parser.add_argument("--plot", default="", metavar="PATH",
                     help="write a PNG of the training curves to PATH, creating its folder (runs/ is git-ignored: "
                          "say --plot runs/NAME.png); by default no plot and no file is written")
-parser.add_argument("--save", metavar="DIR",
-                    help="write the run to DIR/last.fnn at every evaluation and to DIR/best.fnn at the lowest "
-                         "held-out loss so far, and the flags to DIR/config.fnn; creates DIR")
-parser.add_argument("--resume", metavar="DIR",
-                    help="continue the run that --save wrote to DIR (its last.fnn), with the same flags; it goes on "
-                         "saving to DIR unless --save names another folder")
-parser.add_argument("--stop-after", type=common.positive_int, metavar="K",
-                    help="stop after step K of the --steps schedule, as if interrupted (to try --resume)")
+common.add_run_flags(parser, every="at every evaluation", best="at the lowest held-out loss so far", unit="step",
+                     schedule="--steps")
 args = parser.parse_args()
 if not 0 <= args.warmup < args.steps:
     parser.error(f"--warmup must be at least 0 and less than --steps ({args.steps}), got {args.warmup}")
@@ -203,21 +195,14 @@ def held_out_loss(params):
 # --- checkpoints: fnn.fit's, written from this loop ----------------------------------------------
 config = {k: getattr(args, k) for k in ("text", "limit", "steps", "batch_size", "lr", "warmup", "eval_every",
                                         "seed")}
-folder = args.save or args.resume  # a resumed run goes on saving where it was saved, unless --save says elsewhere
+folder, last = common.run_folder(args, world, config)
 checkpoint = fnn.training.Checkpoint(folder) if folder else None  # best.fnn: the lowest eval_loss
 # the run as fnn.fit keeps it, with one difference: its `epoch` counts the steps done
 run = fnn.training.FitState(fnn.distributed.broadcast(world, params), None, None, {}, 0, train_key)
 run = run._replace(opt_state=opt.init(run.params), callbacks=(checkpoint.init(run),) if checkpoint else ())
-if args.resume:
-    saved = fnn.distributed.load_metadata(world, os.path.join(args.resume, CONFIG))["config"]
-    if saved != config:
-        raise SystemExit(f"--resume: {args.resume} holds a run made with {saved}, not {config}")
-    run = fnn.training.load_fit_state(os.path.join(args.resume, "last.fnn"), world)
+if last is not None:
+    run = fnn.training.load_fit_state(last, world)
     print(f"resumed from {args.resume} after step {run.epoch}")
-if args.save:
-    if world.is_root:
-        os.makedirs(args.save, exist_ok=True)
-    fnn.distributed.save(world, os.path.join(args.save, CONFIG), {}, metadata={"config": config})
 
 
 def bits(nats):

@@ -239,6 +239,47 @@ def make_parent(path: str) -> None:
     os.makedirs(folder, exist_ok=True)
 
 
+# --- a run's folder: --save, --resume, --stop-after ------------------------------------------------
+
+CONFIG = "config.fnn"  # beside the checkpoints in --save DIR: the flags, which --resume checks
+
+
+def add_run_flags(p: argparse.ArgumentParser, *, every: str, best: str, unit: str, schedule: str) -> None:
+    """``--save DIR``, ``--resume DIR`` and ``--stop-after K``: checkpoints written ``every`` (``"after
+    every epoch"``), the best one at ``best``, and a stop after ``unit`` K of the ``schedule`` flag."""
+    p.add_argument("--save", metavar="DIR",
+                   help=f"write the run to DIR/last.fnn {every} and to DIR/best.fnn {best}, and the flags to "
+                        f"DIR/{CONFIG}; creates DIR")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run that --save wrote to DIR (its last.fnn), with the same flags; it goes on "
+                        "saving to DIR unless --save names another folder")
+    p.add_argument("--stop-after", type=positive_int, metavar="K",
+                   help=f"stop after {unit} K of the {schedule} schedule, as if interrupted (to try --resume)")
+
+
+class RunFolder(NamedTuple):
+    """Where a run saves its checkpoints (``None``: nowhere) and the ``last.fnn`` it resumes (``None``: none)."""
+
+    folder: str | None
+    last: str | None
+
+
+def run_folder(args: argparse.Namespace, world: fnn.distributed.World, config: Mapping[str, Any]) -> RunFolder:
+    """Check ``--resume DIR``'s saved flags against ``config`` (exit on a difference) and write ``config``
+    to ``--save DIR`` (rank 0 under MPI). A resumed run goes on saving where it was saved, unless
+    ``--save`` says elsewhere."""
+    last = None
+    if args.resume:
+        saved = fnn.distributed.load_metadata(world, os.path.join(args.resume, CONFIG))["config"]
+        if saved != config:
+            raise SystemExit(f"--resume: {args.resume} holds a run made with {saved}, not {dict(config)}")
+        last = os.path.join(args.resume, "last.fnn")
+    if args.save:
+        if world.is_root:
+            os.makedirs(args.save, exist_ok=True)
+        fnn.distributed.save(world, os.path.join(args.save, CONFIG), {}, metadata={"config": dict(config)})
+    return RunFolder(args.save or args.resume, last)
+
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Batches in one pass over ``n`` examples (the last one may be short): the length of a schedule."""

@@ -37,7 +37,6 @@ writes the checkpoints, and a run may resume on another number of processes)::
     mpiexec -n 2 python examples/lenet_digits.py --mnist DIR --optimizer adam --batchnorm
 """
 
-import os
 import time
 
 import common
@@ -51,21 +50,14 @@ BATCH_SIZE = 32
 LR = {"sgd": 0.05, "adam": 2e-3}  # peaks of the cosine schedule
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4  # weights only, not biases or BatchNorm
-CONFIG = "config.fnn"  # beside the checkpoints in --save DIR: the flags, which --resume checks
 
 parser = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR)
 parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                     help="SGD with Nesterov momentum, or Adam (AdamW's decoupled weight decay)")
 parser.add_argument("--batchnorm", action="store_true", help="BatchNorm after each convolution and hidden Dense layer")
 parser.add_argument("--dropout", type=float, default=0.0, metavar="P", help="drop probability before Dense layers")
-parser.add_argument("--save", metavar="DIR",
-                    help="write the run to DIR/last.fnn after every epoch and to DIR/best.fnn after each epoch with "
-                         "the best held-out accuracy so far, and the flags to DIR/config.fnn; creates DIR")
-parser.add_argument("--resume", metavar="DIR",
-                    help="continue the run that --save wrote to DIR (its last.fnn), with the same flags; it goes on "
-                         "saving to DIR unless --save names another folder")
-parser.add_argument("--stop-after", type=common.positive_int, metavar="K",
-                    help="stop after epoch K of the --epochs schedule, as if interrupted (to try --resume)")
+common.add_run_flags(parser, every="after every epoch", best="after each epoch with the best held-out accuracy so far",
+                     unit="epoch", schedule="--epochs")
 args = parser.parse_args()
 world = common.world()
 threads = common.set_threads(args.threads, world)  # the BLAS limit holds while this is alive
@@ -103,22 +95,10 @@ else:
 
 config = {k: getattr(args, k) for k in ("mnist", "epochs", "batch_size", "seed", "limit", "optimizer", "batchnorm",
                                         "dropout")} | {"lr": lr}
-folder = args.save or args.resume  # a resumed run goes on saving where it was saved, unless --save says elsewhere
-callbacks = []
-if folder:
-    # DIR/last.fnn after every epoch (the whole run: fit(resume=...) continues it bitwise) and
-    # DIR/best.fnn after each epoch with the best held-out accuracy so far
-    callbacks.append(fnn.training.Checkpoint(folder, monitor="eval_accuracy"))
-resume = None
-if args.resume:
-    saved = fnn.distributed.load_metadata(world, os.path.join(args.resume, CONFIG))["config"]
-    if saved != config:
-        raise SystemExit(f"--resume: {args.resume} holds a run made with {saved}, not {config}")
-    resume = os.path.join(args.resume, "last.fnn")
-if args.save:
-    if world.is_root:
-        os.makedirs(args.save, exist_ok=True)
-    fnn.distributed.save(world, os.path.join(args.save, CONFIG), {}, metadata={"config": config})
+folder, resume = common.run_folder(args, world, config)
+# DIR/last.fnn after every epoch (the whole run: fit(resume=...) continues it bitwise) and
+# DIR/best.fnn after each epoch with the best held-out accuracy so far
+callbacks = [fnn.training.Checkpoint(folder, monitor="eval_accuracy")] if folder else []
 
 # --stop-after K: train the first K epochs of the --epochs schedule; the checkpoint is then the one
 # an interrupted run would have left

@@ -36,7 +36,6 @@ its own masks on each process)::
     mpiexec -n 2 python examples/transformer_digits.py --mnist DIR
 """
 
-import os
 import time
 
 import common
@@ -55,21 +54,14 @@ BATCH_SIZE = 64
 LR = 3e-3  # peak of the cosine schedule
 WARMUP = 1  # epochs of linear warm-up
 WEIGHT_DECAY = 0.1  # AdamW's, on the matrices only (weights and the position table; not biases or LayerNorm)
-CONFIG = "config.fnn"  # beside the checkpoints in --save DIR: the flags, which --resume checks
 
 parser = common.parser(__doc__, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR)
 parser.add_argument("--warmup", type=int, default=WARMUP, metavar="K",
                     help="epochs of linear warm-up before the cosine decay (at most --epochs - 1)")
 parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, metavar="WD",
                     help="AdamW's decoupled weight decay, on the weight matrices only")
-parser.add_argument("--save", metavar="DIR",
-                    help="write the run to DIR/last.fnn after every epoch and to DIR/best.fnn after each epoch with "
-                         "the best held-out accuracy so far, and the flags to DIR/config.fnn; creates DIR")
-parser.add_argument("--resume", metavar="DIR",
-                    help="continue the run that --save wrote to DIR (its last.fnn), with the same flags; it goes on "
-                         "saving to DIR unless --save names another folder")
-parser.add_argument("--stop-after", type=common.positive_int, metavar="K",
-                    help="stop after epoch K of the --epochs schedule, as if interrupted (to try --resume)")
+common.add_run_flags(parser, every="after every epoch", best="after each epoch with the best held-out accuracy so far",
+                     unit="epoch", schedule="--epochs")
 args = parser.parse_args()
 if args.warmup < 0:
     parser.error(f"--warmup must be at least 0, got {args.warmup}")
@@ -105,18 +97,8 @@ opt = fnn.optim.adamw(schedule, weight_decay=args.weight_decay, decay_mask=fnn.o
 
 config = {k: getattr(args, k) for k in ("mnist", "epochs", "batch_size", "lr", "seed", "limit", "warmup",
                                         "weight_decay")}
-folder = args.save or args.resume  # a resumed run goes on saving where it was saved, unless --save says elsewhere
+folder, resume = common.run_folder(args, world, config)
 callbacks = [fnn.training.Checkpoint(folder, monitor="eval_accuracy")] if folder else []
-resume = None
-if args.resume:
-    saved = fnn.distributed.load_metadata(world, os.path.join(args.resume, CONFIG))["config"]
-    if saved != config:
-        raise SystemExit(f"--resume: {args.resume} holds a run made with {saved}, not {config}")
-    resume = os.path.join(args.resume, "last.fnn")
-if args.save:
-    if world.is_root:
-        os.makedirs(args.save, exist_ok=True)
-    fnn.distributed.save(world, os.path.join(args.save, CONFIG), {}, metadata={"config": config})
 
 # --stop-after K: the first K epochs of the --epochs schedule, as an interrupted run would have left them
 epochs = args.epochs if args.stop_after is None else min(args.stop_after, args.epochs)
