@@ -4,6 +4,7 @@ a chain, a schedule), the transform form, purity and bad states."""
 
 import numpy as np
 import pytest
+from optim_testing import bitwise, check_update_is_pure
 
 from fnn import optim, random, tree
 
@@ -17,10 +18,6 @@ def problem(seed=0, dtype=np.float64):
 def grad(params, t):
     return tree.map(lambda p: np.asarray(1.5 * (p - 1.0) + np.sin(t + p), p.dtype), params)
 
-
-def bitwise(a, b):
-    tree.check_same_structure(a, b, shapes=True)
-    return all(x.dtype == y.dtype and x.tobytes() == y.tobytes() for x, y in zip(tree.leaves(a), tree.leaves(b)))
 
 
 def label(path, leaf):
@@ -128,16 +125,7 @@ def test_update_is_pure():
     params = problem()
     params, state = opt.update(params, grad(params, 0), opt.init(params))
     state = {**state, "lr_multiplier": np.array(0.3)}
-    grads = grad(params, 1)
-    inputs = [*tree.leaves(params), *tree.leaves(grads), *tree.leaves(state)]
-    copies = [x.copy() for x in inputs]
-    for x in inputs:
-        x.setflags(write=False)
-    p1, s1 = opt.update(params, grads, state)
-    p2, s2 = opt.update(params, grads, state)
-    assert all(x.tobytes() == c.tobytes() for x, c in zip(inputs, copies))
-    assert bitwise((p1, s1), (p2, s2))
-    assert not any(np.shares_memory(o, x) for o in tree.leaves((p1, s1)) for x in inputs)
+    check_update_is_pure(opt.update, params, grad(params, 1), state)
 
 
 @pytest.mark.parametrize("bad", [np.array(-0.1), np.array(np.nan), np.inf, "0.1", None, True, np.array(True),
