@@ -11,12 +11,12 @@ Skips cleanly without torch.
 
 from functools import partial
 
+import gpt_models
 import numpy as np
 import pytest
 
 import fnn
 from fnn.interop import from_torch_state_dict, to_torch_state_dict
-from fnn.layers import Dense, Embedding, LayerNorm, PositionEmbedding, TransformerEncoderLayer
 
 torch = pytest.importorskip("torch")
 
@@ -27,30 +27,8 @@ LOSS_TOL = 1e-9  # both absolute and relative, at every step (losses run from 2.
 
 
 def torch_gpt():
-    nn = torch.nn
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.tok = nn.Embedding(VOCAB, E)
-            self.pos = nn.Embedding(T, E)
-            self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(E, HEADS, 4 * E, dropout=0.0, activation="gelu",
-                                                                   batch_first=True, norm_first=True)
-                                        for _ in range(LAYERS))
-            self.ln_f = nn.LayerNorm(E)
-            self.head = nn.Linear(E, VOCAB, bias=False)
-            self.head.weight = self.tok.weight  # tied: one tensor under two names
-
-        def forward(self, idx):
-            t = idx.shape[1]
-            h = self.tok(idx) + self.pos(torch.arange(t))
-            mask = torch.tensor(~np.tri(t, dtype=bool))
-            for block in self.blocks:
-                h = block(h, src_mask=mask, is_causal=True)
-            return self.head(self.ln_f(h))
-
     torch.manual_seed(0)
-    model = GPT().double()
+    model = gpt_models.torch_gpt(torch, VOCAB, T, E, HEADS, LAYERS)
     with torch.no_grad():  # GPT-2's init for the tables (fnn's defaults), non-trivial biases and LayerNorms
         model.tok.weight.normal_(0.0, 0.02)
         model.pos.weight.normal_(0.0, 0.02)
@@ -61,11 +39,7 @@ def torch_gpt():
 
 
 def fnn_gpt():
-    blocks = [(f"blocks.{i}", TransformerEncoderLayer(HEADS, 4 * E, dropout=0.0, activation="gelu", norm_first=True,
-                                                      causal=True)) for i in range(LAYERS)]
-    net = fnn.serial(("tok", Embedding(VOCAB, E, w_init=partial(fnn.init.normal, std=0.02))),
-                     ("pos", PositionEmbedding(T)), *blocks, ("ln_f", LayerNorm()), ("head", Dense(VOCAB, bias=False)))
-    return fnn.tie(net, target="head/w", source="tok/weight", transpose=True)
+    return gpt_models.fnn_gpt(VOCAB, T, E, HEADS, LAYERS, embedding_init=partial(fnn.init.normal, std=0.02))
 
 
 def batches():

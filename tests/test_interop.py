@@ -6,6 +6,7 @@ state dicts of numpy arrays.
 
 import numpy as np
 import pytest
+from gpt_models import fnn_gpt, torch_gpt
 
 import fnn
 from fnn import random, tree
@@ -603,43 +604,6 @@ def test_torch_transformer_encoder_layer_round_trips_through_torch(norm_first):
     np.testing.assert_allclose(layer.apply(params, x)[0], t(torch.tensor(x)).detach().numpy(), rtol=0, atol=1e-12)
     back, _ = from_torch_state_dict(layer, to_numpy(t), (5, 4), np.float64)
     assert tree.allclose(back, params, rtol=0, atol=0)
-
-
-def torch_gpt(torch, vocab, length, e, heads, layers, tied=True):
-    nn = torch.nn
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.tok = nn.Embedding(vocab, e)
-            self.pos = nn.Embedding(length, e)
-            self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(e, heads, 4 * e, dropout=0.0, activation="gelu",
-                                                                   batch_first=True, norm_first=True)
-                                        for _ in range(layers))
-            self.ln_f = nn.LayerNorm(e)
-            self.head = nn.Linear(e, vocab, bias=False)
-            if tied:
-                self.head.weight = self.tok.weight
-
-        def forward(self, idx):
-            t = idx.shape[1]
-            h = self.tok(idx) + self.pos(torch.arange(t))
-            mask = torch.tensor(~np.tri(t, dtype=bool))
-            for block in self.blocks:
-                h = block(h, src_mask=mask, is_causal=True)
-            return self.head(self.ln_f(h))
-
-    return GPT().double()
-
-
-def fnn_gpt(vocab, length, e, heads, layers):
-    from fnn.layers import Embedding, LayerNorm, PositionEmbedding, TransformerEncoderLayer
-
-    blocks = [(f"blocks.{i}", TransformerEncoderLayer(heads, 4 * e, dropout=0.0, activation="gelu", norm_first=True,
-                                                      causal=True)) for i in range(layers)]
-    net = fnn.serial(("tok", Embedding(vocab, e)), ("pos", PositionEmbedding(length)), *blocks,
-                     ("ln_f", LayerNorm()), ("head", Dense(vocab, bias=False)))
-    return fnn.tie(net, target="head/w", source="tok/weight", transpose=True)
 
 
 def test_a_tied_torch_gpt_ports_with_the_same_logits_and_gradients():
