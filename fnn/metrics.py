@@ -27,35 +27,19 @@ from typing import Any
 import numpy as np
 
 from fnn import validate
+from fnn.losses._labels import class_labels, class_scores
 
 __all__ = ["accuracy", "top_k_accuracy", "count_correct", "confusion_matrix"]
 
 
 def _check(where: str, outputs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``outputs`` as a float ``(N, C)`` array and ``labels`` as integer classes ``(N,)``."""
-    if not isinstance(outputs, np.ndarray):
-        raise TypeError(f"{where}: outputs must be a numpy array of class scores (N, C), got {type(outputs).__name__}")
-    if outputs.dtype.kind != "f":
-        raise TypeError(f"{where}: outputs must be a float array of class scores, got dtype {outputs.dtype}")
-    if outputs.ndim != 2 or outputs.shape[1] == 0:
-        raise ValueError(f"{where}: outputs must have shape (N, C) with C > 0, got {outputs.shape}")
-    n, c = outputs.shape
-    labels = np.asarray(labels)
-    if labels.dtype.kind == "f":
-        if labels.shape != (n, c):
-            raise ValueError(f"{where}: float labels are probability rows of shape ({n}, {c}), got {labels.shape} "
-                             f"(class indices must be an integer array)")
-        return outputs, labels.argmax(axis=1)
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"{where}: labels must be integer classes (N,) or float probability rows (N, C), "
-                        f"got dtype {labels.dtype}")
-    if labels.shape != (n,):
-        raise ValueError(f"{where}: integer labels must have shape ({n},) for outputs {outputs.shape}, "
-                         f"got {labels.shape}")
-    if n and (labels.min() < 0 or labels.max() >= c):
-        raise ValueError(f"{where}: labels must be in [0, {c}) for {c} classes, got values from {labels.min()} "
-                         f"to {labels.max()}")
-    return outputs, labels
+    """``outputs`` as a float ``(N, C)`` array and ``labels`` as integer classes ``(N,)`` (probability
+    rows give their arg-max), checked as the losses check their labels."""
+    outputs = class_scores(where, outputs, "outputs")
+    if outputs.ndim != 2:
+        raise ValueError(f"{where}: outputs must have shape (N, C), got {outputs.shape}")
+    labels = class_labels(where, labels, outputs, "outputs")
+    return outputs, labels.argmax(axis=1) if labels.dtype.kind == "f" else labels
 
 
 def count_correct(outputs: np.ndarray, labels: np.ndarray, k: int = 1) -> int:

@@ -51,7 +51,7 @@ def test_confusion_matrix_counts_pairs():
 
 @pytest.mark.parametrize("call, error, match", [
     (lambda: accuracy([[1.0, 2.0]], np.array([0])), TypeError, "outputs must be a numpy array"),
-    (lambda: accuracy(np.zeros((2, 3), np.int64), np.array([0, 1])), TypeError, "float array"),
+    (lambda: accuracy(np.zeros((2, 3), np.int64), np.array([0, 1])), TypeError, "float32 or float64, got int64"),
     (lambda: accuracy(np.zeros(3), np.array([0, 1, 2])), ValueError, r"shape \(N, C\)"),
     (lambda: accuracy(np.zeros((2, 3)), np.array([0, 3])), ValueError, r"labels must be in \[0, 3\)"),
     (lambda: accuracy(np.zeros((2, 3)), np.array([[0], [1]])), ValueError, r"shape \(2,\)"),
