@@ -91,13 +91,9 @@ def weights_only(path: tuple[Any, ...], leaf: np.ndarray) -> bool:
 
 def decay_flags(where: str, mask: DecayMask | None, params: Any) -> list[bool]:
     """One bool per leaf: does it get weight decay (``mask`` as in :func:`leafwise`)."""
-    pairs = _tree.flatten(params)[0]
     if mask is None:
-        return [True] * len(pairs)
-    if callable(mask):
-        return [bool(mask(path, leaf)) for path, leaf in pairs]
-    _tree.check_same_structure(params, mask, names=["params", "decay_mask"], where=where)
-    return [bool(flag) for flag in _tree.leaves(mask)]
+        return [True] * len(_tree.leaves(params))
+    return [bool(flag) for _, flag in checks.per_leaf(where, "decay_mask", mask, params)]
 
 
 def check_decay_mask(where: str, mask: Any) -> None:

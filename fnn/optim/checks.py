@@ -16,8 +16,8 @@ import numpy as np
 from fnn import tree as _tree
 from fnn import validate
 
-__all__ = ["float_leaves", "grads_like_params", "state_dict", "step", "rate", "lr_scale", "lr_kwargs", "flags",
-           "labels"]
+__all__ = ["float_leaves", "grads_like_params", "state_dict", "step", "rate", "lr_scale", "lr_kwargs", "per_leaf",
+           "flags", "labels"]
 
 
 def float_leaves(where: str, name: str, t: Any, arrays_only: bool, allow_none: bool = False) -> None:
@@ -85,18 +85,21 @@ def rate(where: str, schedule: Callable[[int], float], at: int, scale: float | N
     return float(value) if scale is None else float(value) * scale
 
 
-def flags(where: str, name: str, mask: Any, params: Any) -> list[bool]:
-    """One bool per leaf of ``params``: ``mask(path, leaf)`` for a predicate, else the leaves of
-    ``mask``, a tree of bools with the structure of ``params``. Anything but ``True``/``False``
-    (``np.bool_`` too) is a ``TypeError`` naming the key path: a mask is never cast."""
+def per_leaf(where: str, name: str, spec: Any, params: Any) -> list[tuple[Any, Any]]:
+    """``(path, value)`` for each leaf of ``params``: ``spec(path, leaf)`` for a function, else the
+    leaves of ``spec``, a tree with the structure of ``params`` (a mask, labels)."""
     pairs = _tree.flatten(params)[0]
-    if callable(mask):
-        values = [(path, mask(path, leaf)) for path, leaf in pairs]
-        what = f"{name}(path, leaf) returned"
-    else:
-        _tree.check_same_structure(params, mask, names=["params", name], where=where)
-        values = list(zip((path for path, _ in pairs), _tree.leaves(mask)))
-        what = f"{name} leaf is"
+    if callable(spec):
+        return [(path, spec(path, leaf)) for path, leaf in pairs]
+    _tree.check_same_structure(params, spec, names=["params", name], where=where)
+    return list(zip((path for path, _ in pairs), _tree.leaves(spec)))
+
+
+def flags(where: str, name: str, mask: Any, params: Any) -> list[bool]:
+    """One bool per leaf of ``params`` (:func:`per_leaf`). Anything but ``True``/``False``
+    (``np.bool_`` too) is a ``TypeError`` naming the key path: a mask is never cast."""
+    what = f"{name}(path, leaf) returned" if callable(mask) else f"{name} leaf is"
+    values = per_leaf(where, name, mask, params)
     for path, value in values:
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{where}: {what} {type(value).__name__} {value!r:.40} at {_tree.path_str(path)}; "
@@ -105,15 +108,8 @@ def flags(where: str, name: str, mask: Any, params: Any) -> list[bool]:
 
 
 def labels(where: str, labelling: Any, params: Any, groups: Collection[str]) -> list[str]:
-    """One group name per leaf of ``params``: ``labelling(path, leaf)`` for a function, else the
-    leaves of ``labelling``, a tree of strings with the structure of ``params``. Each must be
-    one of ``groups``."""
-    pairs = _tree.flatten(params)[0]
-    if callable(labelling):
-        values = [(path, labelling(path, leaf)) for path, leaf in pairs]
-    else:
-        _tree.check_same_structure(params, labelling, names=["params", "labels"], where=where)
-        values = list(zip((path for path, _ in pairs), _tree.leaves(labelling)))
+    """One group name per leaf of ``params`` (:func:`per_leaf`): a string, one of ``groups``."""
+    values = per_leaf(where, "labels", labelling, params)
     for path, value in values:
         if not isinstance(value, str):
             raise TypeError(f"{where}: the label of the leaf at {_tree.path_str(path)} must be a group name (str), "
