@@ -8,7 +8,7 @@ state, and close over the cache.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,11 +27,20 @@ from fnn.core import (
 from fnn.distributed import World, allgather
 
 __all__ = ["BatchNorm", "LayerNorm", "batch_norm_forward", "batch_norm_backward", "layer_norm_forward",
-           "layer_norm_backward"]
+           "layer_norm_backward", "LayerNormCache"]
 
 Arr = np.ndarray
 NormCache = tuple[Arr, Arr, Arr | None, tuple[int, ...], tuple[int, ...], bool, World | None, int]
 """``(xhat, inv_std, gamma, stat_axes, param_axes, batch_stats, world, total)``: what backward needs."""
+
+
+class LayerNormCache(NamedTuple):
+    """What :func:`layer_norm_backward` needs: ``xhat: (rows, features)``, the input normalized
+    (the normalized axes flattened), ``inv_std: (rows, 1)`` and ``gamma`` (``None`` without it)."""
+
+    xhat: Arr
+    inv_std: Arr
+    gamma: Arr | None
 
 
 def batch_norm_backward(cache: NormCache, dy: Arr, need_dx: bool = True) -> tuple[dict[str, Arr], Arr | None]:
@@ -69,10 +78,29 @@ def batch_norm_backward(cache: NormCache, dy: Arr, need_dx: bool = True) -> tupl
     return grads, dx
 
 
-def layer_norm_backward(cache: NormCache, dy: Arr, need_dx: bool = True) -> tuple[dict[str, Arr], Arr | None]:
-    """The vjp of :func:`layer_norm_forward`: the closed form of :func:`batch_norm_backward`, with
-    the statistics over each example's normalized axes and the parameter gradients summed over the others."""
-    return batch_norm_backward(cache, dy, need_dx)
+def layer_norm_backward(cache: LayerNormCache, dy: Arr, need_dx: bool = True) -> tuple[dict[str, Arr], Arr | None]:
+    """The vjp of :func:`layer_norm_forward`: ``dy`` (the shape of ``y``) -> ``({"gamma", "beta"}``
+    (none without ``gamma``), ``dx`` (``None`` unless ``need_dx``)), with each row's closed form
+    ``dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))``, ``dxhat = dy * gamma``."""
+    xhat, inv_std, gamma = cache
+    features = xhat.shape[1]
+    dy2 = dy.reshape(xhat.shape)
+    grads = {}
+    if gamma is not None:
+        grads = {"gamma": np.einsum("rf,rf->f", dy2, xhat).reshape(gamma.shape),
+                 "beta": np.einsum("rf->f", dy2).reshape(gamma.shape)}
+    if not need_dx:
+        return grads, None
+    scale = xhat.dtype.type(1 / features) if features else xhat.dtype.type(0)
+    dxhat = dy2 * gamma.reshape(-1) if gamma is not None else dy2.copy()
+    mean_d = np.einsum("rf->r", dxhat)[:, None]
+    mean_d *= scale
+    mean_dx = np.einsum("rf,rf->r", dxhat, xhat)[:, None]
+    mean_dx *= scale
+    dxhat -= mean_d
+    dxhat -= xhat * mean_dx
+    dxhat *= inv_std
+    return grads, dxhat.reshape(dy.shape)
 
 
 def _global_moments(world: World, x: Arr, axes: tuple[int, ...]) -> tuple[int, Arr, Arr]:
@@ -144,21 +172,30 @@ def batch_norm_forward(x: Arr, gamma: Arr | None, beta: Arr | None, state: dict[
 
 
 def layer_norm_forward(x: Arr, gamma: Arr | None, beta: Arr | None, normalized_ndim: int, eps: float
-                       ) -> tuple[Arr, NormCache]:
+                       ) -> tuple[Arr, LayerNormCache]:
     """``x: (N, ..., *normalized)``, ``gamma``, ``beta``: ``normalized`` (the last ``normalized_ndim``
     axes) or ``None`` -> ``(y`` like ``x``, the cache for :func:`layer_norm_backward`), normalizing
-    each example over its normalized axes with the biased variance."""
+    each example over its normalized axes with the biased variance.
+
+    The work runs on ``x`` as ``(rows, features)``, the normalized axes flattened, with each
+    row's sums taken by ``einsum`` (a row's result never depends on the other rows).
+    """
     lead = x.ndim - normalized_ndim
-    axes = tuple(range(lead, x.ndim))
-    if x.size == 0:
-        mean, inv_std = np.zeros((), x.dtype), np.ones((), x.dtype)
-    else:
-        mean = x.mean(axis=axes, keepdims=True)
-        inv_std = 1 / np.sqrt(x.var(axis=axes, keepdims=True) + x.dtype.type(eps))
-    xhat = x - mean
+    features = int(np.prod(x.shape[lead:]))
+    x2 = x.reshape(int(np.prod(x.shape[:lead])), features)
+    scale = x.dtype.type(1 / features) if features else x.dtype.type(0)
+    mean = np.einsum("rf->r", x2)[:, None]
+    mean *= scale
+    xhat = x2 - mean
+    var = np.einsum("rf,rf->r", xhat, xhat)[:, None]
+    var *= scale
+    var += x.dtype.type(eps)
+    inv_std = np.sqrt(var, out=var)
+    np.divide(1, inv_std, out=inv_std)
     xhat *= inv_std
-    y = _affine(xhat, gamma, beta)
-    return y, (xhat, inv_std, gamma, axes, tuple(range(lead)), x.size > 0, None, 0)
+    g = None if gamma is None else gamma.reshape(-1)
+    y = _affine(xhat, g, None if beta is None else beta.reshape(-1))
+    return y.reshape(x.shape), LayerNormCache(xhat, inv_std, None if gamma is None else gamma)
 
 
 def _check_state(kind: str, state: Any, c: int, dtype: np.dtype, train: bool) -> dict[str, Arr]:
