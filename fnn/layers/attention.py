@@ -65,12 +65,6 @@ def _heads(a: Arr, parts: int, num_heads: int) -> Arr:
     return a.reshape(n, length, parts, num_heads, width // (parts * num_heads)).transpose(2, 0, 3, 1, 4)
 
 
-def _merge(a: Arr) -> Arr:
-    """``(N, H, L, D)`` -> ``(N, L, H * D)``, a copy."""
-    n, h, length, d = a.shape
-    return a.transpose(0, 2, 1, 3).reshape(n, length, h * d)
-
-
 def _project(x: Arr, w: Arr, b: Arr | None) -> Arr:
     """``x @ w.T + b`` over the last axis: PyTorch's Linear."""
     y = matmul_last(x, w.T)
@@ -104,18 +98,22 @@ def attention_forward(params: dict[str, Any], x: Arr | tuple[Arr, ...], num_head
         (q,), (k,), (v,) = (_heads(_project(a, w[i * e:(i + 1) * e], None if b is None else b[i * e:(i + 1) * e]),
                                    1, num_heads) for i, a in enumerate(inputs))
     dtype = w.dtype
-    qs = q * dtype.type(1 / math.sqrt(e // num_heads))
-    scores = qs @ k.transpose(0, 1, 3, 2)
-    allowed = attention_mask(q.shape[2], k.shape[2], causal, key_padding_mask)
+    n, h, t, d = q.shape
+    qs = q * dtype.type(1 / math.sqrt(d))
+    # The scores are kept transposed, (N, H, S, T), so that the softmax's max and sum over the
+    # keys run across rows (vectorized), not along each short row.
+    scores = k @ qs.transpose(0, 1, 3, 2)
+    allowed = attention_mask(t, k.shape[2], causal, key_padding_mask)
     if allowed is not None:
-        scores = np.where(allowed, scores, dtype.type(-np.inf))
-    top = scores.max(axis=-1, keepdims=True)
+        np.copyto(scores, dtype.type(-np.inf), where=~allowed.swapaxes(-1, -2))
+    top = scores.max(axis=-2, keepdims=True)
     top[top == -np.inf] = 0  # a query with no key left: exp(-inf) = 0 everywhere, no NaN from -inf - -inf
     scores -= top
-    p = np.exp(scores, out=scores)
-    total = p.sum(axis=-1, keepdims=True)
+    p_t = np.exp(scores, out=scores)
+    total = p_t.sum(axis=-2, keepdims=True)
     total[total == 0] = 1  # that query's weights stay 0 (NaN still propagates: NaN == 0 is False)
-    p /= total
+    p_t /= total
+    p = p_t.swapaxes(-1, -2)
     drop = None
     if rate > 0 and key is not None:
         drop = _random.bernoulli(key, 1 - rate, p.shape)
@@ -123,10 +121,26 @@ def attention_forward(params: dict[str, Any], x: Arr | tuple[Arr, ...], num_head
         pd *= drop
     else:
         pd = p
-    o = _merge(pd @ v)
+    o = np.empty((n, t, h, d), dtype)
+    np.matmul(pd, v, out=o.transpose(0, 2, 1, 3))
+    o = o.reshape(n, t, h * d)
     out = params["out_proj"]
     y = _project(o, out["weight"], out.get("bias"))
     return y, AttentionCache(inputs, w, out["weight"], b is not None, qs, k, v, p, drop, rate, o)
+
+
+def _head_buffers(dtype: np.dtype, inputs: tuple[Arr, ...], num_heads: int, d: int) -> tuple[list[Arr], list[Arr]]:
+    """Buffers for the gradients of the projections, ``(N, L, parts * E)`` per input (the parts of
+    ``in_proj_weight`` it went through), and their ``(N, H, L, D)`` views for ``dq``, ``dk``, ``dv``."""
+    parts = {1: [3], 2: [1, 2], 3: [1, 1, 1]}[len(inputs)]
+    flat: list[Arr] = []
+    heads: list[Arr] = []
+    for count, a in zip(parts, inputs):
+        n, length, _ = a.shape
+        buf = np.empty((n, length, count, num_heads, d), dtype)
+        flat.append(buf.reshape(n, length, count * num_heads * d))
+        heads.extend(buf[:, :, i].transpose(0, 2, 1, 3) for i in range(count))
+    return flat, heads
 
 
 def attention_backward(cache: AttentionCache, dy: Arr, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
@@ -139,39 +153,33 @@ def attention_backward(cache: AttentionCache, dy: Arr, need_dx: bool = True) -> 
     dy2, o2 = dy.reshape(-1, e), o.reshape(-1, e)
     grads_out: dict[str, Arr] = {"weight": dy2.T @ o2}
     if bias:
-        grads_out["bias"] = dy2.sum(axis=0)
+        grads_out["bias"] = np.einsum("rf->f", dy2)
     do = matmul_last(dy, w_out).reshape(n, t, h, d).transpose(0, 2, 1, 3)
+    p_t = p.swapaxes(-1, -2)  # (N, H, S, T), as the forward computed it
+    ds_t = v @ do.transpose(0, 1, 3, 2)  # dP, transposed
     if drop is None:
         pd = p
-        dp = do @ v.transpose(0, 1, 3, 2)
     else:
         pd = p * dtype.type(1 / (1 - rate))
         pd *= drop
-        dp = do @ v.transpose(0, 1, 3, 2)
-        dp *= drop
-        dp *= dtype.type(1 / (1 - rate))
-    dv = pd.transpose(0, 1, 3, 2) @ do
-    ds = dp - (dp * p).sum(axis=-1, keepdims=True)
-    ds *= p
-    dq = ds @ k
+        ds_t *= drop.swapaxes(-1, -2)
+        ds_t *= dtype.type(1 / (1 - rate))
+    flat, (dq, dk, dv) = _head_buffers(dtype, inputs, h, d)
+    np.matmul(pd.transpose(0, 1, 3, 2), do, out=dv)
+    ds_t -= np.einsum("nhst,nhst->nht", ds_t, p_t)[:, :, None, :]
+    ds_t *= p_t
+    np.matmul(ds_t.transpose(0, 1, 3, 2), k, out=dq)
     dq *= dtype.type(1 / math.sqrt(d))
-    dk = ds.transpose(0, 1, 3, 2) @ qs
-    if len(inputs) == 1:
-        dproj = [np.concatenate([_merge(dq), _merge(dk), _merge(dv)], axis=-1)]
-    elif len(inputs) == 2:
-        dproj = [_merge(dq), np.concatenate([_merge(dk), _merge(dv)], axis=-1)]
-    else:
-        dproj = [_merge(dq), _merge(dk), _merge(dv)]
-    flat = [g.reshape(-1, g.shape[-1]) for g in dproj]
-    dw = np.concatenate([g.T @ a.reshape(-1, e) for g, a in zip(flat, inputs)], axis=0)
+    np.matmul(ds_t, qs, out=dk)
+    dw = np.concatenate([g.reshape(-1, g.shape[-1]).T @ a.reshape(-1, e) for g, a in zip(flat, inputs)], axis=0)
     grads: dict[str, Any] = {"in_proj_weight": dw}
     if bias:
-        grads["in_proj_bias"] = np.concatenate([g.sum(axis=0) for g in flat])
+        grads["in_proj_bias"] = np.concatenate([np.einsum("rf->f", g.reshape(-1, g.shape[-1])) for g in flat])
     grads["out_proj"] = grads_out
     if not need_dx:
         return grads, None
-    rows = np.cumsum([0] + [g.shape[-1] for g in dproj])
-    dx = tuple(matmul_last(g, w[lo:hi]) for g, lo, hi in zip(dproj, rows[:-1], rows[1:]))
+    rows = np.cumsum([0] + [g.shape[-1] for g in flat])
+    dx = tuple(matmul_last(g, w[lo:hi]) for g, lo, hi in zip(flat, rows[:-1], rows[1:]))
     return grads, dx if len(inputs) > 1 else dx[0]
 
 
