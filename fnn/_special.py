@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["erf", "erfc", "normal_cdf", "normal_cdf_and_pdf", "select"]
+__all__ = ["erf", "erfc", "normal_cdf", "normal_cdf_and_pdf", "normal_tail_and_pdf", "select"]
 
 Arr = np.ndarray
 
@@ -159,6 +159,42 @@ def erf(x: Arr) -> Arr:
     return t
 
 
+class _TailCoefficients(NamedTuple):
+    """:class:`_Coefficients` rescaled to ``u = |x|`` for ``Phi(-u) = exp(-u^2 / 2) * H(u) / K(u)``:
+    ``H(u) = P(u / sqrt 2) / 2`` and ``K(u) = 1 + (u / sqrt 2) * Q(u / sqrt 2)``, which saves two passes."""
+
+    h: tuple[float, ...]
+    k: tuple[float, ...]
+    u_max: float  # Phi(-u) is 0 in the dtype for u >= u_max
+
+
+def _tail(c: _Coefficients) -> _TailCoefficients:
+    return _TailCoefficients(h=tuple(0.5 * p * SQRT1_2 ** i for i, p in enumerate(c.p)),
+                             k=(1.0, *(q * SQRT1_2 ** (i + 1) for i, q in enumerate(c.q))), u_max=c.a_max / SQRT1_2)
+
+
+_TAILS = {np.dtype(np.float64): _tail(_FLOAT64), np.dtype(np.float32): _tail(_FLOAT32)}
+
+
+def normal_tail_and_pdf(x: Arr) -> tuple[Arr, Arr, Arr]:
+    """``(Phi(-|x|), phi(x), u)`` for ``x`` with at least one axis, ``u = |x|`` clipped where
+    ``Phi(-|x|)`` underflows to 0: the lower tail probability, accurate relative to its value, the
+    density, and the clipped ``|x|``; three new arrays. ``Phi(x)`` is ``Phi(-|x|)`` for ``x < 0``
+    and ``1 - Phi(-|x|)`` otherwise."""
+    _coefficients(x)  # checks the dtype
+    c = _TAILS[x.dtype]
+    u = np.abs(x)
+    np.minimum(u, c.u_max, out=u)  # np.minimum keeps NaN; beyond u_max Phi(-u) and phi are 0
+    e = u * -0.5
+    e *= u
+    np.exp(e, out=e)  # exp(-x^2 / 2), from x^2 with no rounding of x / sqrt(2)
+    t = _polynomial(c.h, u)
+    t /= _polynomial(c.k, u)
+    t *= e
+    e *= INV_SQRT_2PI
+    return t, e, u
+
+
 def normal_cdf_and_pdf(x: Arr) -> tuple[Arr, Arr]:
     """``(Phi(x), phi(x))``: the standard normal distribution's CDF ``(1 + erf(x / sqrt(2))) / 2``
     and density ``exp(-x^2 / 2) / sqrt(2 pi)``, both accurate relative to their values (``Phi``
@@ -168,23 +204,12 @@ def normal_cdf_and_pdf(x: Arr) -> tuple[Arr, Arr]:
     >>> normal_cdf_and_pdf(np.array([-10.0, 0.0, 1.0]))
     (array([7.61985302e-24, 5.00000000e-01, 8.41344746e-01]), array([7.69459863e-23, 3.98942280e-01, 2.41970725e-01]))
     """
-    c = _coefficients(x)
+    _coefficients(x)
     if x.ndim == 0:
         cdf, pdf = normal_cdf_and_pdf(x.reshape(1))
         return cdf.reshape(()), pdf.reshape(())
-    limit = c.a_max / SQRT1_2
-    xc = np.clip(x, -limit, limit)  # keeps NaN; beyond the limit Phi is 0 or 1 and phi is 0
-    e = xc * xc
-    e *= -0.5
-    np.exp(e, out=e)  # exp(-x^2 / 2), from x^2 with no rounding of x / sqrt(2)
-    a = np.abs(xc)
-    a *= SQRT1_2
-    t = _erfc_scaled(c, a)
-    t *= e
-    t *= 0.5  # Phi(-|x|)
-    cdf = select(x < 0, t, np.subtract(1.0, t, dtype=t.dtype))
-    e *= INV_SQRT_2PI
-    return cdf, e
+    t, pdf, _ = normal_tail_and_pdf(x)
+    return select(x < 0, t, np.subtract(1.0, t, dtype=t.dtype)), pdf
 
 
 def normal_cdf(x: Arr) -> Arr:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fnn import validate
-from fnn._special import normal_cdf_and_pdf, select
+from fnn._special import normal_tail_and_pdf, select
 from fnn.core import Layer, Options, layer_kind, parameterless
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "GELU", "SiLU",
@@ -221,49 +221,65 @@ _TANH_LIMIT = 30.0  # past it the tanh form's sigmoid is exactly 0 or 1 in float
 _CHUNK = 32768
 
 
-def _in_chunks(fn: Callable[[Arr, bool], tuple[Arr, Arr | None]], x: Arr, need_grad: bool
-               ) -> tuple[Arr, Arr | None]:
-    """``fn(x, need_grad) -> (y, dydx)`` for an elementwise ``fn``, over blocks of ``_CHUNK`` values
-    of ``x``; bit for bit ``fn(x, need_grad)``, as every value goes through the same operations."""
+Chunk = Callable[[Arr, Arr, "Arr | None"], None]
+"""``fn(x, y, grad)``: an elementwise function writing its value into ``y`` and, unless ``grad`` is
+``None``, its derivative into ``grad`` (both shaped as ``x``)."""
+
+
+def _in_chunks(fn: Chunk, x: Arr, need_grad: bool) -> tuple[Arr, Arr | None]:
+    """``(y, dy/dx)`` of the elementwise ``fn`` over blocks of ``_CHUNK`` values of ``x``; bit for
+    bit one call on the whole of ``x``, as every value goes through the same operations."""
+    y = np.empty(x.shape, x.dtype)
+    grad = np.empty(x.shape, x.dtype) if need_grad else None
     if x.size <= 2 * _CHUNK:
-        return fn(x, need_grad)
-    flat = x.reshape(-1)
-    y = np.empty(flat.shape, x.dtype)
-    grad = np.empty(flat.shape, x.dtype) if need_grad else None
+        fn(x, y, grad)
+        return y, grad
+    flat, flat_y = x.reshape(-1), y.reshape(-1)
+    flat_grad = None if grad is None else grad.reshape(-1)
     for i in range(0, flat.size, _CHUNK):
-        part_y, part_grad = fn(flat[i:i + _CHUNK], need_grad)
-        y[i:i + _CHUNK] = part_y
-        if grad is not None:
-            grad[i:i + _CHUNK] = part_grad
-    return y.reshape(x.shape), None if grad is None else grad.reshape(x.shape)
+        fn(flat[i:i + _CHUNK], flat_y[i:i + _CHUNK], None if flat_grad is None else flat_grad[i:i + _CHUNK])
+    return y, grad
 
 
-def _gelu_exact(x: Arr, need_grad: bool) -> tuple[Arr, Arr | None]:
-    cdf, pdf = normal_cdf_and_pdf(x)
-    y = x * cdf
-    if not need_grad:
-        return y, None
+def _sign_bits(x: Arr) -> tuple[Arr, Arr]:
+    """``x``'s bits as integers of its width, and the mask of the sign bit."""
+    kind = np.int32 if x.dtype.itemsize == 4 else np.int64
+    return x.view(kind), np.array(np.iinfo(kind).min, kind)
+
+
+def _gelu_exact(x: Arr, y: Arr, grad: Arr | None) -> None:
+    # With t = Phi(-|x|): y = x Phi(x) = max(x, 0) - |x| t, and Phi(x) = t for x < 0, 1 - t
+    # otherwise; no select, and no 1 - t cancellation for x < 0.
+    t, pdf, u = normal_tail_and_pdf(x)
+    np.maximum(x, 0, out=y)
+    u *= t  # u is |x| clipped where t is 0
+    y -= u
+    if grad is None:
+        return
+    bits, sign = _sign_bits(x)
+    flip = np.invert(bits)
+    flip &= sign  # the sign bit where x >= +0 (-0.0 counts as negative: t = 1 - t = 1/2 there)
+    flip |= t.view(flip.dtype)
+    np.add(flip.view(x.dtype), bits >= 0, out=grad)  # Phi(x)
     pdf *= x  # dy/dx = Phi(x) + x phi(x)
-    pdf += cdf
-    return y, pdf
+    grad += pdf
 
 
-def _gelu_tanh(x: Arr, need_grad: bool) -> tuple[Arr, Arr | None]:
+def _gelu_tanh(x: Arr, y: Arr, grad: Arr | None) -> None:
     xc = np.clip(x, -_TANH_LIMIT, _TANH_LIMIT)
     x2 = xc * xc
     v = x2 * (2 * _TANH_C * _TANH_K)
     v += 2 * _TANH_C
     v *= xc  # 2 u
     sig, dsig = _logistic(v)
-    y = x * sig
-    if not need_grad:
-        return y, None
+    np.multiply(x, sig, out=y)
+    if grad is None:
+        return
     x2 *= 6 * _TANH_C * _TANH_K  # dy/dx = sigmoid(2 u) + x sigmoid'(2 u) 2 u'
     x2 += 2 * _TANH_C
     x2 *= xc
     x2 *= dsig
-    x2 += sig
-    return y, x2
+    np.add(x2, sig, out=grad)
 
 
 def gelu_forward(x: Arr, approximate: str = "none", need_grad: bool = True) -> tuple[Arr, Arr | None]:
@@ -292,14 +308,13 @@ def silu_forward(x: Arr, need_grad: bool = True) -> tuple[Arr, Arr | None]:
     return _in_chunks(_silu, x, need_grad)
 
 
-def _silu(x: Arr, need_grad: bool) -> tuple[Arr, Arr | None]:
+def _silu(x: Arr, y: Arr, grad: Arr | None) -> None:
     sig, dsig = _logistic(x)
-    y = x * sig
-    if not need_grad:
-        return y, None
+    np.multiply(x, sig, out=y)
+    if grad is None:
+        return
     dsig *= x
-    dsig += sig
-    return y, dsig
+    np.add(dsig, sig, out=grad)
 
 
 def silu_backward(grad: Arr, dy: Arr) -> Arr:
