@@ -11,7 +11,7 @@ from typing import Any
 
 from fnn import validate
 from fnn.combinators import apply_child, reraise_with, residual, serial
-from fnn.core import Layer, Options, Output, layer_kind, make_layer
+from fnn.core import Layer, Options, Output, layer_kind, make_layer, parameterless
 from fnn.layers.activations import GELU, ReLU
 from fnn.layers.attention import MultiHeadAttention
 from fnn.layers.dense import Dense
@@ -28,12 +28,22 @@ def _activation(where: str, activation: Any) -> Layer:
     return ReLU() if name == "relu" else GELU()
 
 
+def _dropout(rate: float) -> Layer:
+    """``Dropout(rate)``; at rate 0 a pass-through of the same kind that returns its input itself (and
+    ``dy`` as ``dx``), for use inside the block only: there its output goes to a layer or a residual
+    sum that only reads it, so Dropout's copy (a layer's output never aliases its input) buys nothing,
+    and costs three passes per block."""
+    if rate > 0:
+        return Dropout(rate)
+    return parameterless(Dropout(0.0).kind, lambda x: (x, lambda dy: dy))
+
+
 def _body(e: int, heads: int, width: int, rate: float, act: Layer, norm_first: bool, causal: bool,
           eps: float) -> Layer:
     """The block for feature size ``e``, from combinators (see :func:`TransformerEncoderLayer`)."""
-    attention = [("self_attn", MultiHeadAttention(heads, dropout=rate, causal=causal)), ("dropout1", Dropout(rate))]
-    feedforward = [("linear1", Dense(width)), ("activation", act), ("dropout", Dropout(rate)),
-                   ("linear2", Dense(e)), ("dropout2", Dropout(rate))]
+    attention = [("self_attn", MultiHeadAttention(heads, dropout=rate, causal=causal)), ("dropout1", _dropout(rate))]
+    feedforward = [("linear1", Dense(width)), ("activation", act), ("dropout", _dropout(rate)),
+                   ("linear2", Dense(e)), ("dropout2", _dropout(rate))]
     if norm_first:
         return serial(("sa_block", residual(serial(("norm1", LayerNorm(eps=eps)), *attention))),
                       ("ff_block", residual(serial(("norm2", LayerNorm(eps=eps)), *feedforward))))
