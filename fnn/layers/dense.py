@@ -42,7 +42,7 @@ def dense_backward(cache: DenseCache, dy: np.ndarray, need_dx: bool = True
     x2, dy2 = x.reshape(-1, n_in), dy.reshape(-1, n_out)
     grads = {"w": x2.T @ dy2}
     if bias:
-        grads["b"] = dy2.sum(axis=0)
+        grads["b"] = np.einsum("rf->f", dy2)
     return grads, matmul_last(dy, w.T) if need_dx else None
 
 
