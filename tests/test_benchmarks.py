@@ -1,5 +1,6 @@
 """Smoke tests of the benchmark scripts on tiny settings: benchmarks/distributed.py launches its MPI jobs and prints
-the scaling table; benchmarks/transformer.py prints its step, breakdown and memory tables, with PyTorch or without."""
+the scaling table; benchmarks/transformer.py prints its step, breakdown and memory tables, and benchmarks/char_gpt.py
+its step table, with PyTorch or without."""
 
 from __future__ import annotations
 
@@ -64,3 +65,27 @@ def test_transformer_benchmark_agrees_with_torch_and_sets_thread_counts_side_by_
     assert cells(header)[-1] == "fnn/torch, --threads 2"
     ratios = [cells(line) for line in lines if line.startswith("| 4 | train step | **")]
     assert ratios and all(float(c.split("**")[1]) > 0 for c in ratios[-1][2:])
+
+
+def run_char_gpt(*flags: str) -> list[str]:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "char_gpt.py"), "--quick", "--repeats", "2",
+                           "--warmup", "1", *flags], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_char_gpt_benchmark_without_torch_times_fnn_alone() -> None:
+    lines = run_char_gpt("--no-torch", "--threads", "1")
+    assert any("418,176 parameters" in line for line in lines)  # the example's model
+    steps = [cells(line) for line in lines if line.startswith("| 32 | train step |")]
+    assert len(steps) == 2 and all(len(row) == 3 and float(row[2].split()[0]) > 0 for row in steps)
+    assert any(line.endswith("not checked (no PyTorch)") for line in lines)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_char_gpt_benchmark_agrees_with_torch_and_sets_thread_counts_side_by_side() -> None:
+    lines = run_char_gpt("--threads", "1", "2")
+    checks = [line for line in lines if line.startswith("Loss and gradients from identical parameters")]
+    assert len(checks) == 2 and all(" agree — loss " in line for line in checks), checks
+    side = [cells(line) for line in lines if line.startswith("| 32 | **")]
+    assert len(side) == 1 and all(float(c.split("**")[1]) > 0 for c in side[0][1:])
