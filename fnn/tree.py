@@ -14,7 +14,7 @@ Dict keys are visited in sorted order, so flattening is deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,29 +77,33 @@ def _rebuild(t: Any, items: Sequence[Any], keys: Sequence[Any]) -> Any:
     return type(t)(items)
 
 
+def _walk(node: Any, path: KeyPath, out: list[tuple[KeyPath, Any]]) -> None:
+    if is_container(node):
+        for k, v in _children(node):
+            _walk(v, path + (k,), out)
+    else:
+        out.append((path, node))
+
+
+def _build(node: Any, leaves: Iterator[Any]) -> Any:
+    if is_container(node):
+        kids = _children(node)
+        return _rebuild(node, [_build(v, leaves) for _, v in kids], [k for k, _ in kids])
+    return next(leaves)
+
+
 def flatten(t: Tree) -> tuple[list[tuple[KeyPath, Any]], Callable[[Sequence[Any]], Tree]]:
-    """Return ``([(path, leaf), ...], rebuild)`` where ``rebuild(new_leaves)`` gives a tree of the same structure."""
+    """Return ``([(path, leaf), ...], rebuild)`` where ``rebuild(new_leaves)`` gives a tree of the same structure.
+
+    The walks are module-level functions, not closures that call themselves: such a closure is a
+    reference cycle, which only the garbage collector frees (with everything it holds).
+    """
     out: list[tuple[KeyPath, Any]] = []
-
-    def walk(node: Any, path: KeyPath) -> None:
-        if is_container(node):
-            for k, v in _children(node):
-                walk(v, path + (k,))
-        else:
-            out.append((path, node))
-
-    walk(t, ())
+    _walk(t, (), out)
 
     def rebuild(new_leaves: Sequence[Any]) -> Tree:
         it = iter(new_leaves)
-
-        def build(node: Any) -> Any:
-            if is_container(node):
-                kids = _children(node)
-                return _rebuild(node, [build(v) for _, v in kids], [k for k, _ in kids])
-            return next(it)
-
-        result = build(t)
+        result = _build(t, it)
         if next(it, _SENTINEL) is not _SENTINEL:
             raise ValueError(f"fnn.tree.unflatten: got more leaves than the tree's {len(out)}")
         return result
