@@ -59,14 +59,11 @@ def path_str(path: KeyPath) -> str:
     return "".join(f"[{k!r}]" for k in path) if path else "<root>"
 
 
-def _children(t: Any) -> list[tuple[Any, Any]]:
-    if isinstance(t, dict):
-        try:
-            keys = sorted(t)
-        except TypeError as err:
-            raise TypeError(f"fnn.tree: dict keys must be sortable (all str), got {list(t)!r}") from err
-        return [(k, t[k]) for k in keys]
-    return list(enumerate(t))
+def _sorted_keys(t: dict[Any, Any]) -> list[Any]:
+    try:
+        return sorted(t)
+    except TypeError as err:
+        raise TypeError(f"fnn.tree: dict keys must be sortable (all str), got {list(t)!r}") from err
 
 
 def _rebuild(t: Any, items: Sequence[Any], keys: Sequence[Any]) -> Any:
@@ -78,17 +75,23 @@ def _rebuild(t: Any, items: Sequence[Any], keys: Sequence[Any]) -> Any:
 
 
 def _walk(node: Any, path: KeyPath, out: list[tuple[KeyPath, Any]]) -> None:
-    if is_container(node):
-        for k, v in _children(node):
-            _walk(v, path + (k,), out)
+    # no helper calls per node: flatten runs many times per optimizer step
+    if isinstance(node, dict):
+        for k in _sorted_keys(node):
+            _walk(node[k], path + (k,), out)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            _walk(v, path + (i,), out)
     else:
         out.append((path, node))
 
 
 def _build(node: Any, leaves: Iterator[Any]) -> Any:
-    if is_container(node):
-        kids = _children(node)
-        return _rebuild(node, [_build(v, leaves) for _, v in kids], [k for k, _ in kids])
+    if isinstance(node, dict):
+        keys = _sorted_keys(node)
+        return dict(zip(keys, [_build(node[k], leaves) for k in keys]))
+    if isinstance(node, (list, tuple)):
+        return _rebuild(node, [_build(v, leaves) for v in node], ())
     return next(leaves)
 
 
@@ -157,7 +160,7 @@ def _structure_diff(a: Any, b: Any, path: KeyPath) -> str | None:
             if extra:
                 parts.append(f"unexpected key(s) {', '.join(extra)}")
             return f"at {path_str(path)}: {'; '.join(parts)}"
-        for k, _ in _children(a):  # _children: unsortable keys raise a TypeError that says so
+        for k in _sorted_keys(a):  # unsortable keys raise a TypeError that says so
             d = _structure_diff(a[k], b[k], path + (k,))
             if d:
                 return d

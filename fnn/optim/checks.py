@@ -8,7 +8,7 @@ Each raises with the optimizer's or transform's name first, as :mod:`fnn.validat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import numpy as np
@@ -24,14 +24,18 @@ def float_leaves(where: str, name: str, t: Any, arrays_only: bool, allow_none: b
     """Every leaf of ``t`` must be a float numpy array or scalar (with ``arrays_only``: not a
     Python float, since updated params keep each leaf's dtype; with ``allow_none``: or ``None``,
     a gradient that is absent)."""
-    for path, leaf in _tree.flatten(t)[0]:
+    _float_pairs(where, name, _tree.flatten(t)[0], arrays_only, allow_none)
+
+
+def _float_pairs(where: str, name: str, pairs: Iterable[tuple[_tree.KeyPath, Any]], arrays_only: bool,
+                 allow_none: bool = False) -> None:
+    """:func:`float_leaves` on a tree's ``(path, leaf)`` pairs."""
+    for path, leaf in pairs:
         if leaf is None and allow_none:
             continue
-        if isinstance(leaf, (np.ndarray, np.generic)):
-            ok, got = leaf.dtype.kind == "f", f"dtype {leaf.dtype}"
-        else:
-            ok, got = isinstance(leaf, float) and not arrays_only, type(leaf).__name__
-        if not ok:
+        array = isinstance(leaf, (np.ndarray, np.generic))
+        if not (leaf.dtype.kind == "f" if array else isinstance(leaf, float) and not arrays_only):
+            got = f"dtype {leaf.dtype}" if array else type(leaf).__name__
             raise TypeError(f"{where}: {name} leaf at {_tree.path_str(path)} must be a float numpy array, "
                             f"got {got}")
 
@@ -40,12 +44,14 @@ def grads_like_params(where: str, params: Any, grads: Any, name: str = "grads") 
     """``grads`` has the structure and leaf shapes of ``params``; a ``None`` leaf (no gradient)
     matches any param. Its other leaves are float arrays or numbers, the params' float arrays."""
     _tree.check_same_structure(params, grads, names=["params", name], where=where)
-    for (path, p), g in zip(_tree.flatten(params)[0], _tree.leaves(grads)):
+    pairs = _tree.flatten(params)[0]
+    g_leaves = _tree.leaves(grads)
+    for (path, p), g in zip(pairs, g_leaves):
         if g is not None and np.shape(p) != np.shape(g):
             raise ValueError(f"{where}: params and {name} differ in shape at {_tree.path_str(path)}: "
                              f"{np.shape(p)} vs {np.shape(g)}")
-    float_leaves(where, "params", params, arrays_only=True)
-    float_leaves(where, name, grads, arrays_only=False, allow_none=True)
+    _float_pairs(where, "params", pairs, arrays_only=True)
+    _float_pairs(where, name, zip([path for path, _ in pairs], g_leaves), arrays_only=False, allow_none=True)
 
 
 def state_dict(where: str, state: Any, keys: Collection[str], made_by: str = "this optimizer's init") -> None:
