@@ -162,7 +162,7 @@ def check(net: fnn.Layer, params: Any, twin: Any, batch: tuple[np.ndarray, np.nd
     t_grads = fnn.interop.from_torch_state_dict(
         net, {k: p.grad.numpy().copy() for k, p in twin.state_dict(keep_vars=True).items()}, (CONTEXT,))[0]
     rel = fnn.tree.map(lambda a, b: float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30)), grads, t_grads)
-    d_loss, d_grad = abs(float(loss) - float(t_loss)), max(fnn.tree.leaves(rel))
+    d_loss, d_grad = abs(float(loss) - t_loss.item()), max(fnn.tree.leaves(rel))
     verdict = "agree" if d_loss < 1e-4 and d_grad < 1e-3 else "**DISAGREE**"
     return f"{verdict} — loss {float(loss):.6f}, |Δloss| {d_loss:.1e}, max rel. |Δgrads| {d_grad:.1e}"
 

@@ -195,7 +195,7 @@ def layer_norm_forward(x: Arr, gamma: Arr | None, beta: Arr | None, normalized_n
     xhat *= inv_std
     g = None if gamma is None else gamma.reshape(-1)
     y = _affine(xhat, g, None if beta is None else beta.reshape(-1))
-    return y.reshape(x.shape), LayerNormCache(xhat, inv_std, None if gamma is None else gamma)
+    return y.reshape(x.shape), LayerNormCache(xhat, inv_std, gamma)
 
 
 def _check_state(kind: str, state: Any, c: int, dtype: np.dtype, train: bool) -> dict[str, Arr]:
