@@ -1,4 +1,5 @@
-"""What the optimizer tests share: bitwise equality of trees, and the purity check of an ``update``."""
+"""What the optimizer tests share: bitwise equality of trees, the purity check of an ``update``, and a
+trajectory of updates."""
 
 from collections.abc import Callable
 from typing import Any
@@ -28,3 +29,14 @@ def check_update_is_pure(update: Callable[..., Any], *args: Any, may_share: bool
     if not may_share:
         assert not any(np.shares_memory(o, x) for o in tree.leaves(first) for x in inputs)
     return first
+
+
+def run_updates(opt: Any, params: Any, grad_at: Callable[[Any, int], Any], steps: int) -> tuple[list[Any], Any]:
+    """``steps`` updates of ``opt`` from ``params``, step ``t``'s gradient ``grad_at(params, t)``: every
+    params tree from the first to the last, and the final state."""
+    state = opt.init(params)
+    out = [params]
+    for t in range(steps):
+        params, state = opt.update(params, grad_at(params, t), state)
+        out.append(params)
+    return out, state

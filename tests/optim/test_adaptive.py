@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from optim_testing import check_update_is_pure
+from optim_testing import check_update_is_pure, run_updates
 
 from fnn import optim, random, tree
 
@@ -124,13 +124,7 @@ IDS = [c[0] for c in CONFIGS]
 
 def run_fnn(make, kwargs, steps, dtype=np.float64, seed=0):
     params, a, c = quadratic_problem(seed, dtype)
-    opt = make(**kwargs)
-    state = opt.init(params)
-    trajectory = [params]
-    for _ in range(steps):
-        params, state = opt.update(params, grad(params, a, c), state)
-        trajectory.append(params)
-    return trajectory, state
+    return run_updates(make(**kwargs), params, lambda p, _: grad(p, a, c), steps)
 
 
 @pytest.mark.parametrize("name, make, ref, torch_name, kwargs", CONFIGS, ids=IDS)

@@ -4,7 +4,7 @@ torch.optim itself when importable); None leaves pass through; purity, dtypes an
 
 import numpy as np
 import pytest
-from optim_testing import check_update_is_pure
+from optim_testing import check_update_is_pure, run_updates
 
 from fnn import optim, random, tree
 
@@ -23,12 +23,7 @@ def grad(params, curvature, t):
 
 def run(opt, steps=100, dtype=np.float64):
     params, a = problem(dtype=dtype)
-    state = opt.init(params)
-    out = [params]
-    for t in range(steps):
-        params, state = opt.update(params, grad(params, a, t), state)
-        out.append(params)
-    return out, state
+    return run_updates(opt, params, lambda p, t: grad(p, a, t), steps)
 
 
 def lr_decayed(lr, decay):
