@@ -222,7 +222,7 @@ def progress_bar(total, desc):
 
 
 # --- training ------------------------------------------------------------------------------------
-end = args.steps if args.stop_after is None else min(args.stop_after, args.steps)
+end = common.stop_point(args, args.steps)
 params, opt_state, done = run.params, run.opt_state, run.epoch
 width = len(str(args.steps))
 while done < end:
@@ -250,10 +250,7 @@ while done < end:
     print(f"step {done:{width}}/{args.steps}  loss {logs['loss']:.4f} ({bits(logs['loss']):.3f} bits/char)  "
           f"eval_loss {logs['eval_loss']:.4f} ({bits(logs['eval_loss']):.3f} bits/char)  ({logs['time']:.1f} s)",
           flush=True)
-if done < args.steps:
-    print(f"stopped after step {done} of {args.steps} (--stop-after)"
-          + (f"; continue with --resume {folder}" if folder else ""))
-    raise SystemExit(0)
+common.exit_if_stopped(done, args.steps, "step", folder)
 
 # --- what it learned -----------------------------------------------------------------------------
 held_loss = run.history["eval_loss"][-1]
@@ -282,15 +279,9 @@ if args.sample:
 
 def save_curves(history, path):
     """A PNG of the training and held-out loss in bits per character against the steps."""
-    try:
-        import matplotlib
-    except ImportError:
-        print(f"matplotlib is not installed, so no plot ({common.INSTALL_HINT})")
+    plt = common.pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    common.make_parent(path)
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     ax.plot(history["step"], [bits(v) for v in history["loss"]], label="train (mean since the last point)")
     ax.plot(history["step"], [bits(v) for v in history["eval_loss"]], label="held out")
@@ -299,10 +290,7 @@ def save_curves(history, path):
     ax.set_ylabel("bits per character")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"curves written to {path}")
+    common.write_figure(plt, fig, path)
 
 
 if args.plot and world.is_root:

@@ -281,6 +281,20 @@ def run_folder(args: argparse.Namespace, world: fnn.distributed.World, config: M
     return RunFolder(args.save or args.resume, last)
 
 
+def stop_point(args: argparse.Namespace, total: int) -> int:
+    """Where this run stops: after ``total`` epochs or steps, or ``--stop-after K`` of them."""
+    return total if args.stop_after is None else min(args.stop_after, total)
+
+
+def exit_if_stopped(done: int, total: int, unit: str, folder: str | None) -> None:
+    """After ``--stop-after``: say where the run stopped (``unit``: "epoch", "step") and how it goes
+    on, and exit with status 0; nothing when all ``total`` are done."""
+    if done < total:
+        print(f"stopped after {unit} {done} of {total} (--stop-after)"
+              + (f"; continue with --resume {folder}" if folder else ""))
+        raise SystemExit(0)
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Batches in one pass over ``n`` examples (the last one may be short): the length of a schedule."""
     return -(-n // batch_size)
@@ -296,23 +310,15 @@ def save_curves(history: Mapping[str, Sequence[float]], path: str | None,
     ``history`` is :func:`fnn.fit`'s (one value per epoch under each name). Each of ``metrics``
     found in it gets a panel with its training curve (``NAME``) and its held-out one (``eval_NAME``).
     """
-    if not path:
+    plt = pyplot() if path else None
+    if plt is None:
         return
-    try:
-        import matplotlib
-    except ImportError:
-        print(f"matplotlib is not installed, so no plot ({INSTALL_HINT})")
-        return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curves = [(name, [(label, history[key]) for label, key in (("train", name), ("held out", f"eval_{name}"))
                       if history.get(key)]) for name in metrics]
     panels = [(name, lines) for name, lines in curves if lines]
     if not panels:
         print(f"no curves to plot: the history has {sorted(history)}, none of {list(metrics)}")
         return
-    make_parent(path)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
     for ax, (name, lines) in zip(axes[0], panels):
         for label, values in lines:
@@ -321,6 +327,25 @@ def save_curves(history: Mapping[str, Sequence[float]], path: str | None,
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend()
+    write_figure(plt, fig, path)
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or ``None`` (saying so) without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed, so no plot ({INSTALL_HINT})")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_figure(plt: Any, fig: Any, path: str) -> None:
+    """Save ``fig`` as the PNG ``path`` (creating its folder), close it and say where it went."""
+    make_parent(path)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -102,13 +102,10 @@ callbacks = [fnn.training.Checkpoint(folder, monitor="eval_accuracy")] if folder
 
 # --stop-after K: train the first K epochs of the --epochs schedule; the checkpoint is then the one
 # an interrupted run would have left
-epochs = args.epochs if args.stop_after is None else min(args.stop_after, args.epochs)
+epochs = common.stop_point(args, args.epochs)
 run = fnn.fit(net, params, opt, (data.x_train, data.y_train), epochs=epochs, batch_size=args.batch_size,
               loss_fn=fnn.losses.softmax_cross_entropy, key=train_key, eval_data=(data.x_held, data.y_held),
               callbacks=callbacks, world=world, eval_batch_size=500, resume=resume)
-if run.epoch < args.epochs:
-    print(f"stopped after epoch {run.epoch} of {args.epochs} (--stop-after)"
-          + (f"; continue with --resume {folder}" if folder else ""))
-    raise SystemExit(0)
+common.exit_if_stopped(run.epoch, args.epochs, "epoch", folder)
 
 common.report(net, run.params, run.state, data, run.history, args.plot, start, world=world)
