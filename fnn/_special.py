@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["erf", "erfc", "normal_cdf", "normal_cdf_and_pdf", "normal_tail_and_pdf", "select"]
+__all__ = ["erf", "erfc", "normal_cdf", "normal_cdf_and_pdf", "normal_tail_and_pdf", "select", "int_kind"]
 
 Arr = np.ndarray
 
@@ -91,11 +91,16 @@ def _polynomial(coefs: tuple[float, ...], a: Arr) -> Arr:
     return acc
 
 
+def int_kind(x: Arr) -> type[np.signedinteger]:
+    """The signed integer type as wide as ``x``'s float dtype: ``x.view(int_kind(x))`` is its bits."""
+    return np.int32 if x.dtype.itemsize == 4 else np.int64
+
+
 def select(where: Arr, a: Arr, b: Arr) -> Arr:
     """``a`` where ``where`` is set, else ``b`` (one float dtype), bit for bit as ``np.where``, but with
     integer masks on the floats' bits: ``np.where`` and ``np.copyto(where=)`` branch per element and
     are 10x slower on a random mask (half the inputs of GELU are negative)."""
-    kind = np.int32 if a.dtype.itemsize == 4 else np.int64
+    kind = int_kind(a)
     mask = where.astype(kind)
     np.negative(mask, out=mask)  # all bits set where True
     out = np.bitwise_and(a.view(kind), mask)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fnn import validate
-from fnn._special import normal_tail_and_pdf, select
+from fnn._special import int_kind, normal_tail_and_pdf, select
 from fnn.core import Layer, Options, layer_kind, parameterless
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "GELU", "SiLU",
@@ -241,12 +241,6 @@ def _in_chunks(fn: Chunk, x: Arr, need_grad: bool) -> tuple[Arr, Arr | None]:
     return y, grad
 
 
-def _sign_bits(x: Arr) -> tuple[Arr, Arr]:
-    """``x``'s bits as integers of its width, and the mask of the sign bit."""
-    kind = np.int32 if x.dtype.itemsize == 4 else np.int64
-    return x.view(kind), np.array(np.iinfo(kind).min, kind)
-
-
 def _gelu_exact(x: Arr, y: Arr, grad: Arr | None) -> None:
     # With t = Phi(-|x|): y = x Phi(x) = max(x, 0) - |x| t, and Phi(x) = t for x < 0, 1 - t
     # otherwise; no select, and no 1 - t cancellation for x < 0.
@@ -256,9 +250,10 @@ def _gelu_exact(x: Arr, y: Arr, grad: Arr | None) -> None:
     y -= u
     if grad is None:
         return
-    bits, sign = _sign_bits(x)
+    kind = int_kind(x)
+    bits = x.view(kind)
     flip = np.invert(bits)
-    flip &= sign  # the sign bit where x >= +0 (-0.0 counts as negative: t = 1 - t = 1/2 there)
+    flip &= kind(np.iinfo(kind).min)  # the sign bit where x >= +0 (-0.0 counts as negative: t = 1 - t = 1/2 there)
     flip |= t.view(flip.dtype)
     np.add(flip.view(x.dtype), bits >= 0, out=grad)  # Phi(x)
     pdf *= x  # dy/dx = Phi(x) + x phi(x)

@@ -121,9 +121,8 @@ def attention_forward(params: dict[str, Any], x: Arr | tuple[Arr, ...], num_head
         pd *= drop
     else:
         pd = p
-    o = np.empty((n, t, h, d), dtype)
-    np.matmul(pd, v, out=o.transpose(0, 2, 1, 3))
-    o = o.reshape(n, t, h * d)
+    o = np.empty((n, t, h * d), dtype)
+    np.matmul(pd, v, out=_heads(o, 1, h)[0])  # the heads' outputs, concatenated
     out = params["out_proj"]
     y = _project(o, out["weight"], out.get("bias"))
     return y, AttentionCache(inputs, w, out["weight"], b is not None, qs, k, v, p, drop, rate, o)
@@ -133,14 +132,8 @@ def _head_buffers(dtype: np.dtype, inputs: tuple[Arr, ...], num_heads: int, d: i
     """Buffers for the gradients of the projections, ``(N, L, parts * E)`` per input (the parts of
     ``in_proj_weight`` it went through), and their ``(N, H, L, D)`` views for ``dq``, ``dk``, ``dv``."""
     parts = {1: [3], 2: [1, 2], 3: [1, 1, 1]}[len(inputs)]
-    flat: list[Arr] = []
-    heads: list[Arr] = []
-    for count, a in zip(parts, inputs):
-        n, length, _ = a.shape
-        buf = np.empty((n, length, count, num_heads, d), dtype)
-        flat.append(buf.reshape(n, length, count * num_heads * d))
-        heads.extend(buf[:, :, i].transpose(0, 2, 1, 3) for i in range(count))
-    return flat, heads
+    flat = [np.empty((*a.shape[:2], count * num_heads * d), dtype) for count, a in zip(parts, inputs)]
+    return flat, [view for buf, count in zip(flat, parts) for view in _heads(buf, count, num_heads)]
 
 
 def attention_backward(cache: AttentionCache, dy: Arr, need_dx: bool = True) -> tuple[dict[str, Any], Any]:
