@@ -126,32 +126,37 @@ def col2img(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: Any, str
     return out[:, t:t + h, left:left + w].transpose(3, 0, 1, 2)
 
 
-# Products with a short side and a very long shared or output axis (a convolution with
-# few channels over a large batch) run faster in blocks of columns that stay in cache.
-_BLOCK = 4096
+# OpenBLAS multiplies a small matrix (at most _SKINNY elements: the weight of a convolution with few
+# channels, LeNet's) by a wide one twice as fast in blocks of _BLOCK columns as in one call (one
+# thread, (6, 25) @ (25, 100352): 0.49 against 0.97 ms); larger ones gain nothing from blocks.
+_SKINNY = _BLOCK = 4096
 
 
-def matmul_wide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for ``a: (F, K)`` and a wide ``b: (K, M)``, in column blocks when ``M`` is large."""
+def _block(small: int, m: int) -> int:
+    """The column block of a product whose small side has ``small`` elements, over ``m`` columns."""
+    return _BLOCK if small <= _SKINNY else max(m, 1)
+
+
+def matmul_wide(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a @ b`` for ``a: (F, K)`` and a wide ``b: (K, M)``, in column blocks when ``a`` is small;
+    written into ``out`` (``(F, M)``, a view is fine) when given."""
     m = b.shape[1]
-    if m <= 2 * _BLOCK or a.shape[0] * a.shape[1] > 4096:
-        return a @ b
-    out = np.empty((a.shape[0], m), np.result_type(a, b))
-    for i in range(0, m, _BLOCK):
-        np.matmul(a, b[:, i:i + _BLOCK], out=out[:, i:i + _BLOCK])
+    out = np.empty((a.shape[0], m), np.result_type(a, b)) if out is None else out
+    step = _block(a.size, m)
+    for i in range(0, m, step):
+        np.matmul(a, b[:, i:i + step], out=out[:, i:i + step])
     return out
 
 
-def matmul_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b.T`` for wide ``a: (F, M)`` and ``b: (K, M)`` (a sum over the long axis ``M``), in blocks."""
+def matmul_nt(a: np.ndarray, b: np.ndarray, acc: np.ndarray | None = None) -> np.ndarray:
+    """``a @ b.T`` for wide ``a: (K, M)`` and ``b: (F, M)`` (a sum over the long axis ``M``), in
+    column blocks when the ``(K, F)`` result is small; added onto ``acc`` when given."""
     m = a.shape[1]
-    if m <= 2 * _BLOCK or a.shape[0] * b.shape[0] > 4096:
-        return (b @ a.T).T
-    out = np.zeros((b.shape[0], a.shape[0]), np.result_type(a, b))
-    for i in range(0, m, _BLOCK):
-        out += b[:, i:i + _BLOCK] @ a[:, i:i + _BLOCK].T
-    return out.T
-
+    acc = np.zeros((a.shape[0], b.shape[0]), np.result_type(a, b)) if acc is None else acc
+    step = _block(a.shape[0] * b.shape[0], m)
+    for i in range(0, m, step):
+        acc += a[:, i:i + step] @ b[:, i:i + step].T
+    return acc
 
 
 def matmul_last(a: np.ndarray, b: np.ndarray) -> np.ndarray:

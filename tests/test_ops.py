@@ -1,4 +1,5 @@
-"""fnn.ops: img2col against the loop reference, col2img as its adjoint, windows as a view, pad2d, matmul_last."""
+"""fnn.ops: img2col against the loop reference, col2img as its adjoint, windows as a view, pad2d, and the
+products matmul_last, matmul_wide and matmul_nt."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import reference
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fnn.ops import col2img, img2col, matmul_last, out_size, pad2d, windows
+from fnn.ops import col2img, img2col, matmul_last, matmul_nt, matmul_wide, out_size, pad2d, windows
 
 ints = st.integers
 
@@ -198,3 +199,21 @@ def test_matmul_last_is_matmul_over_the_last_axis(shape):
     np.testing.assert_allclose(got, a @ b, rtol=1e-13, atol=1e-13)
     strided = rng.standard_normal((*shape[:-1], 6))[..., ::2]  # not contiguous: reshaped by a copy
     np.testing.assert_allclose(matmul_last(strided, b), strided @ b, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("small, m", [((6, 25), 10000), ((6, 25), 4096), ((80, 90), 9000), ((3, 4), 0)])
+def test_matmul_wide_and_nt_are_the_products_in_column_blocks_or_not(small, m):
+    """A small side (at most 4096 elements) goes in blocks of 4096 columns, a larger one in one
+    product; either way the result is the product, into ``out`` or onto ``acc`` when given."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(small), rng.standard_normal((small[1], m))
+    np.testing.assert_allclose(matmul_wide(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    out = np.full((small[0], m + 3), 7.0)
+    assert matmul_wide(a, b, out[:, 3:]).base is out
+    np.testing.assert_allclose(out[:, 3:], a @ b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(out[:, :3], 7.0)
+    c, d = rng.standard_normal((small[1], m)), rng.standard_normal((small[0], m))
+    np.testing.assert_allclose(matmul_nt(c, d), c @ d.T, rtol=1e-12, atol=1e-10)
+    acc = np.ones((small[1], small[0]))
+    assert matmul_nt(c, d, acc) is acc
+    np.testing.assert_allclose(acc, 1 + c @ d.T, rtol=1e-12, atol=1e-10)

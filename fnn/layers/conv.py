@@ -29,7 +29,7 @@ from fnn import random as _random
 from fnn import validate
 from fnn.core import Layer, Options, check_cotangent, check_params, layer_kind, like, make_layer, vjp_with
 from fnn.layers._spatial import check_fits, check_nchw, resolve_padding
-from fnn.ops import Padding, Pair, _batch_last_padded, img2col, windows
+from fnn.ops import Padding, Pair, _batch_last_padded, img2col, matmul_nt, matmul_wide, windows
 
 __all__ = ["Conv2D", "Conv2DCache", "conv2d_forward", "conv2d_backward", "conv2d_sq_norms", "conv2d_dx_flipped",
            "DX_METHODS"]
@@ -42,34 +42,6 @@ with ``col2img``, or convolve ``dy`` with the flipped kernel (:func:`conv2d_dx_f
 # (fewer, larger numpy calls on small inputs) and at most _BAND_MAX (about one core's L2 cache
 # here, so that a band is still in cache when its product reads it), and at least one output row.
 _BAND_MIN, _BAND_MAX = 1 << 18, 2 << 20
-
-
-# OpenBLAS multiplies a small weight matrix (F * C * kh * kw <= _SKINNY elements, LeNet's) by a
-# wide matrix twice as fast in blocks of _COLUMNS columns as in one call (measured at one thread
-# on (6, 25) @ (25, 100352): 0.49 against 0.97 ms); larger weights gain nothing from blocks.
-_SKINNY, _COLUMNS = 4096, 4096
-
-
-def _step(w: np.ndarray, m: int) -> int:
-    """The column block of a product with the weight ``w`` over ``m`` columns: all of them for large weights."""
-    return _COLUMNS if w.size <= _SKINNY else max(m, 1)
-
-
-def _matmul_columns(a: np.ndarray, b: np.ndarray, out: np.ndarray, w: np.ndarray) -> None:
-    """``out = a @ b`` for ``a`` made of ``w`` and a wide ``b: (K, M)``, in column blocks (:func:`_step`)."""
-    m = b.shape[1]
-    step = _step(w, m)
-    for i in range(0, m, step):
-        np.matmul(a, b[:, i:i + step], out=out[:, i:i + step])
-
-
-def _add_products(acc_t: np.ndarray, cols: np.ndarray, dy: np.ndarray, w: np.ndarray) -> None:
-    """``acc_t += cols @ dy.T``, the transpose of ``dw += dy @ cols.T`` (OpenBLAS is faster this way
-    round), summed over the long axis ``M`` of ``cols: (K, M)`` and ``dy: (F, M)`` in column blocks."""
-    m = cols.shape[1]
-    step = _step(w, m)
-    for i in range(0, m, step):
-        acc_t += cols[:, i:i + step] @ dy[:, i:i + step].T
 
 
 class Conv2DCache(NamedTuple):
@@ -172,7 +144,7 @@ def conv2d_forward(params: dict[str, np.ndarray], x: np.ndarray, kernel: Pair, s
     y_t, w2, m = np.empty((f, oh * ow * n), x.dtype), w.reshape(f, -1), ow * n
     for a, b, band, _ in _bands(v.shape, x.dtype, cols, source):
         out = y_t[:, a * m:b * m]
-        _matmul_columns(w2, band, out, w)
+        matmul_wide(w2, band, out)
         if "b" in params:
             out += params["b"][:, None]
     y = y_t.reshape(f, oh, ow, n).transpose(3, 0, 1, 2)  # batch-last memory, (N, F, OH, OW) view
@@ -215,12 +187,12 @@ def conv2d_backward(cache: Conv2DCache, dy: np.ndarray, need_dx: bool = True, dx
     dw_t = np.zeros((c * k[0] * k[1], f), dtype)
     for a, b, band, spare in _columns(cache, shape6, dtype):
         dy_band = dy_t[:, a * m:b * m]
-        _add_products(dw_t, band, dy_band, w)
+        matmul_nt(band, dy_band, dw_t)
         if image is not None:
             if not spare:  # the band's columns are kept (or x's own memory): w.T @ dy needs its own scratch
                 scratch = _buffer(shape6, dtype) if scratch is None else scratch
                 band = scratch[:band.size].reshape(band.shape)
-            _matmul_columns(w2.T, dy_band, band, w)
+            matmul_wide(w2.T, dy_band, band)
             _add_band(image, band.reshape(c, k[0], k[1], b - a, ow, n), a, s, d)
     grads = {"w": np.ascontiguousarray(dw_t.T).reshape(w.shape)}
     if bias:
