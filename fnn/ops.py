@@ -37,7 +37,8 @@ from numpy.lib.stride_tricks import as_strided
 from fnn import validate
 from fnn.validate import Padding, Pair
 
-__all__ = ["Pair", "Padding", "out_size", "pad2d", "windows", "img2col", "col2img", "matmul_wide", "matmul_nt",
+__all__ = ["Pair", "Padding", "out_size", "pad2d", "windows", "batch_last_padded", "img2col", "col2img", "add_columns",
+           "matmul_wide", "matmul_nt",
            "matmul_last"]
 
 
@@ -69,7 +70,7 @@ def windows(x: np.ndarray, kernel: Pair, stride: Pair = (1, 1), dilation: Pair =
                       writeable=False)
 
 
-def _batch_last_padded(x: np.ndarray, padding: Padding) -> np.ndarray:
+def batch_last_padded(x: np.ndarray, padding: Padding) -> np.ndarray:
     """``x: (N, C, H, W)`` copied, zero-padded, into batch-last memory order, returned as a
     ``(N, C, H', W')`` view of a C-contiguous ``(C, H', W', N)`` buffer; ``x`` itself when it
     is laid out so already and there is no padding (the caller only reads it)."""
@@ -101,7 +102,7 @@ def img2col(x: np.ndarray, kernel: Any, stride: Any = 1, padding: Any = 0, dilat
     ``x`` and one copy of its windows.
     """
     k, s, pads, d = _geometry("img2col", kernel, stride, padding, dilation)
-    v = windows(_batch_last_padded(x, pads), k, s, d)  # strides put N innermost
+    v = windows(batch_last_padded(x, pads), k, s, d)  # strides put N innermost
     n, c, kh, kw, oh, ow = v.shape
     return np.ascontiguousarray(v.transpose(1, 2, 3, 4, 5, 0)).reshape(c * kh * kw, oh * ow * n)
 
@@ -118,12 +119,22 @@ def col2img(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: Any, str
     n, c, h, w = shape
     hp, wp = h + t + b, w + left + r
     oh, ow = out_size(hp, kh, sh, dh), out_size(wp, kw, sw, dw)
-    cols = cols.reshape(c, kh, kw, oh, ow, n)
     out = np.zeros((c, hp, wp, n), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            out[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, i, j]
+    add_columns(out, cols.reshape(c, kh, kw, oh, ow, n), 0, (sh, sw), (dh, dw))
     return out[:, t:t + h, left:left + w].transpose(3, 0, 1, 2)
+
+
+def add_columns(image: np.ndarray, cols: np.ndarray, row: int, stride: Pair, dilation: Pair) -> None:
+    """Add ``cols: (C, kh, kw, R, OW, N)``, the columns of output rows ``row:row + R``, onto the
+    pixels their windows cover in the padded batch-last ``image: (C, H', W', N)``, in place: the
+    loop of :func:`col2img`, over the ``kh * kw`` kernel offsets only (Conv2D's backward calls it
+    band by band)."""
+    _, kh, kw, r, ow, _ = cols.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    for i in range(kh):
+        top = row * sh + i * dh
+        for j in range(kw):
+            image[:, top:top + sh * (r - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, i, j]
 
 
 # OpenBLAS multiplies a small matrix (at most _SKINNY elements: the weight of a convolution with few

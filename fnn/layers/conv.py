@@ -29,7 +29,7 @@ from fnn import random as _random
 from fnn import validate
 from fnn.core import Layer, Options, check_cotangent, check_params, layer_kind, like, make_layer, vjp_with
 from fnn.layers._spatial import check_fits, check_nchw, resolve_padding
-from fnn.ops import Padding, Pair, _batch_last_padded, img2col, matmul_nt, matmul_wide, windows
+from fnn.ops import Padding, Pair, add_columns, batch_last_padded, img2col, matmul_nt, matmul_wide, windows
 
 __all__ = ["Conv2D", "Conv2DCache", "conv2d_forward", "conv2d_backward", "conv2d_sq_norms", "conv2d_dx_flipped",
            "DX_METHODS"]
@@ -65,7 +65,7 @@ class Conv2DCache(NamedTuple):
 def _window_view(x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding, dilation: Pair) -> np.ndarray:
     """Every window of ``x`` padded, ``(C, kh, kw, OH, OW, N)``: a view of ``x``'s own memory when it
     is batch-last and unpadded, else of one padded batch-last copy."""
-    return windows(_batch_last_padded(x, padding), kernel, stride, dilation).transpose(1, 2, 3, 4, 5, 0)
+    return windows(batch_last_padded(x, padding), kernel, stride, dilation).transpose(1, 2, 3, 4, 5, 0)
 
 
 def _as_columns(v: np.ndarray) -> np.ndarray | None:
@@ -111,17 +111,6 @@ def _bands(shape6: tuple[int, ...], dtype: np.dtype, cols: np.ndarray | None, v:
         if v is not None:
             np.copyto(band.reshape(c, kh, kw, b - a, ow, n), v[:, :, :, a:b])
         yield a, b, band, cols is None
-
-
-def _add_band(out: np.ndarray, t6: np.ndarray, a: int, stride: Pair, dilation: Pair) -> None:
-    """Add the columns ``t6: (C, kh, kw, R, OW, N)`` of output rows ``a:a + R`` onto the pixels
-    their windows cover in the padded batch-last image ``out: (C, H', W', N)``."""
-    _, kh, kw, r, ow, _ = t6.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    for i in range(kh):
-        top = a * sh + i * dh
-        for j in range(kw):
-            out[:, top:top + sh * (r - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += t6[:, i, j]
 
 
 def conv2d_forward(params: dict[str, np.ndarray], x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding,
@@ -193,7 +182,7 @@ def conv2d_backward(cache: Conv2DCache, dy: np.ndarray, need_dx: bool = True, dx
                 scratch = _buffer(shape6, dtype) if scratch is None else scratch
                 band = scratch[:band.size].reshape(band.shape)
             matmul_wide(w2.T, dy_band, band)
-            _add_band(image, band.reshape(c, k[0], k[1], b - a, ow, n), a, s, d)
+            add_columns(image, band.reshape(c, k[0], k[1], b - a, ow, n), a, s, d)
     grads = {"w": np.ascontiguousarray(dw_t.T).reshape(w.shape)}
     if bias:
         grads["b"] = dy_t.sum(axis=1)
