@@ -27,14 +27,17 @@ from fnn.core import Layer, check_is_layer
 __all__ = ["predict"]
 
 
-def _rows(x: Any, start: int, stop: int) -> Any:
+def rows(x: Any, start: int, stop: int) -> Any:
+    """Examples ``start:stop`` of ``x``, an array or a tuple of arrays with one batch axis."""
     return tuple(v[start:stop] for v in x) if isinstance(x, tuple) else x[start:stop]
 
 
-def _length(x: Any) -> int:
-    first = x[0] if isinstance(x, tuple) else x
+def batch_length(where: str, x: Any) -> int:
+    """The number of examples in ``x``, an array or a tuple of arrays with a batch axis (the
+    first array's); ``TypeError`` naming ``where`` for anything else."""
+    first = x[0] if isinstance(x, tuple) and x else x
     if not isinstance(first, np.ndarray) or first.ndim == 0:
-        raise TypeError(f"predict: x must be a batch (an array with a batch axis, or a tuple of them), "
+        raise TypeError(f"{where}: x must be a batch (an array with a batch axis, or a tuple of them), "
                         f"got {type(first).__name__}")
     return len(first)
 
@@ -65,13 +68,13 @@ def predict(layer: Layer, params: Any, x: Any, *, state: Any = None, batch_size:
     backward is kept, during or after the call.
     """
     check_is_layer(layer, "predict")
-    n = _length(x)
+    n = batch_length("predict", x)
     step = n if batch_size is None else validate.integer("predict", "batch_size", batch_size, low=1)
     mask = _mask(key_padding_mask, n)
     options = {"state": state, "world": world, "check_finite": check_finite, "need_vjp": False}
     if n <= step:
         return layer.apply(params, x, key_padding_mask=mask, **options)[0]
-    parts = [layer.apply(params, _rows(x, i, i + step), key_padding_mask=None if mask is None else mask[i:i + step],
+    parts = [layer.apply(params, rows(x, i, i + step), key_padding_mask=None if mask is None else mask[i:i + step],
                          **options)[0] for i in range(0, n, step)]
     pairs, rebuild = _tree.flatten(parts[0])
     leaves = [np.concatenate([_tree.leaves(p)[i] for p in parts]) for i in range(len(pairs))]

@@ -9,9 +9,9 @@ import numpy as np
 from fnn import distributed as _dist
 from fnn import validate
 from fnn.core import Layer, check_is_layer
-from fnn.inference import predict
+from fnn.inference import batch_length, predict, rows
 from fnn.metrics import confusion_matrix
-from fnn.training.step import LossFn, Metrics, _length, _rows, _targets, _world, metric_sums, resolve_metrics
+from fnn.training.step import LossFn, Metrics, check_targets, metric_sums, resolve_metrics, resolve_world
 
 __all__ = ["evaluate", "EVALUATE_METRICS"]
 
@@ -54,9 +54,9 @@ def evaluate(net: Layer, params: Any, x: Any, y: np.ndarray, *, loss_fn: LossFn 
     """
     where = "evaluate"
     check_is_layer(net, where)
-    w = _world(where, world)
-    n = _length(where, x)
-    y = _targets(where, y, n)
+    w = resolve_world(where, world)
+    n = batch_length(where, x)
+    y = check_targets(where, y, n)
     if n == 0:
         raise ValueError(f"{where}: x holds no examples; there is nothing to average over")
     batch_size = validate.integer(where, "batch_size", batch_size, low=1)
@@ -75,7 +75,7 @@ def evaluate(net: Layer, params: Any, x: Any, y: np.ndarray, *, loss_fn: LossFn 
     confusion = None
     for start in range(lo, hi, batch_size) if hi > lo else [lo]:  # an empty shard still takes part in the sums
         stop = min(start + batch_size, hi)
-        xb, yb = _rows(x, start, stop), y[start:stop]
+        xb, yb = rows(x, start, stop), y[start:stop]
         outputs = predict(net, params, xb, state=state)
         batch = metric_sums(specs, outputs, yb, top_k=top_k)
         if "loss" in names and loss_fn is not None:

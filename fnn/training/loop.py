@@ -29,7 +29,7 @@ from fnn.core import Layer, check_is_layer
 from fnn.training.callbacks import Callback
 from fnn.training.evaluation import evaluate
 from fnn.training.state import FitState, load_fit_state
-from fnn.training.step import LossFn, Metrics, _world, train_step
+from fnn.training.step import LossFn, Metrics, resolve_world, train_step
 
 __all__ = ["fit"]
 
@@ -143,7 +143,7 @@ def fit(net: Layer, params: Any, opt: Any, train_data: tuple[np.ndarray, np.ndar
     """
     where = "fit"
     check_is_layer(net, where)
-    w = _world(where, world)
+    w = resolve_world(where, world)
     x, y = _data(where, "train_data", train_data)
     held = None if eval_data is None else _data(where, "eval_data", eval_data)
     epochs = validate.integer(where, "epochs", epochs, low=0)

@@ -32,6 +32,7 @@ from fnn import random as _random
 from fnn import tree as _tree
 from fnn import validate
 from fnn.core import Layer, check_is_layer
+from fnn.inference import batch_length, rows
 from fnn.metrics import count_correct
 
 __all__ = ["LossFn", "MetricFn", "Metrics", "LossAndGrads", "value_and_grad", "train_step", "Step"]
@@ -56,19 +57,8 @@ class LossAndGrads(NamedTuple):
     outputs: Any
 
 
-def _length(where: str, x: Any) -> int:
-    first = x[0] if isinstance(x, tuple) and x else x
-    if not isinstance(first, np.ndarray) or first.ndim == 0:
-        raise TypeError(f"{where}: x must be a batch (an array with a batch axis, or a tuple of them), "
-                        f"got {type(first).__name__}")
-    return len(first)
-
-
-def _rows(x: Any, lo: int, hi: int) -> Any:
-    return tuple(v[lo:hi] for v in x) if isinstance(x, tuple) else x[lo:hi]
-
-
-def _targets(where: str, y: Any, n: int) -> np.ndarray:
+def check_targets(where: str, y: Any, n: int) -> np.ndarray:
+    """``y``, the targets of ``n`` examples: an array with a batch axis of length ``n``."""
     if not isinstance(y, np.ndarray) or y.ndim == 0:
         raise TypeError(f"{where}: targets must be a numpy array with a batch axis, got {type(y).__name__}")
     if len(y) != n:
@@ -76,7 +66,8 @@ def _targets(where: str, y: Any, n: int) -> np.ndarray:
     return y
 
 
-def _world(where: str, world: Any) -> _dist.World:
+def resolve_world(where: str, world: Any) -> _dist.World:
+    """``world`` checked, or the single-process world for ``None``."""
     if world is None:
         return _dist.World()
     return validate.instance(where, "world", world, _dist.World, "an fnn.distributed.World or None")
@@ -135,9 +126,9 @@ def value_and_grad(net: Layer, loss_fn: LossFn) -> Callable[..., LossAndGrads]:
 
     def fn(params: Any, x: Any, y: Any, *, state: Any = None, key: _random.Key | None = None, train: bool = True,
            world: _dist.World | None = None, total: int | None = None) -> LossAndGrads:
-        w = _world(where, world)
-        n = _length(where, x)
-        y = _targets(where, y, n)
+        w = resolve_world(where, world)
+        n = batch_length(where, x)
+        y = check_targets(where, y, n)
         total = _global_total(w, n) if total is None else validate.integer(where, "total", total, low=n)
         opts = {"train": train, "key": key, "state": state, "world": world}
         loss, grads, new_state, outputs = _share(where, net, loss_fn, params, x, y, total, opts)
@@ -251,15 +242,15 @@ def train_step(net: Layer, loss_fn: LossFn, opt: Any, *, world: _dist.World | No
     if not (callable(getattr(opt, "init", None)) and callable(getattr(opt, "update", None))):
         raise TypeError(f"{where}: opt must be an optimizer with init and update (such as fnn.optim.adam(1e-3)), "
                         f"got {type(opt).__name__}")
-    w = _world(where, world)
+    w = resolve_world(where, world)
     k = validate.integer(where, "accumulate", accumulate, low=1)
     specs = resolve_metrics(where, metrics, ("accuracy",))
 
     def step(params: Any, opt_state: Any, model_state: Any, batch: Any,
              key: _random.Key | None = None) -> tuple[Any, Any, Any, dict[str, float]]:
         x, y, total = _unpack(where, batch)
-        n = _length(where, x)
-        y = _targets(where, y, n)
+        n = batch_length(where, x)
+        y = check_targets(where, y, n)
         total = _global_total(w, n) if total is None else total
         if total < k:
             raise ValueError(f"{where}: a batch of {total} examples cannot be split into accumulate={k} "
@@ -269,7 +260,7 @@ def train_step(net: Layer, loss_fn: LossFn, opt: Any, *, world: _dist.World | No
             lo, hi = i * n // k, (i + 1) * n // k
             opts = {"train": True, "key": key if k == 1 or key is None else _random.fold_in(key, i),
                     "state": model_state, "world": world}
-            part = _share(where, net, loss_fn, params, _rows(x, lo, hi), y[lo:hi], total, opts)
+            part = _share(where, net, loss_fn, params, rows(x, lo, hi), y[lo:hi], total, opts)
             model_state = part.state
             grads = part.grads if grads is None else _tree.add(grads, part.grads)
             sums["loss"] += part.loss
