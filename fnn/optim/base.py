@@ -107,6 +107,36 @@ def full_like(value: float) -> Callable[[np.ndarray], np.ndarray]:
     return lambda p: np.full_like(p, value)
 
 
+def update_leaves(where: str, params: Any, grads: Any, state: dict[str, Any], buffers: tuple[str, ...],
+                  fn: Callable[[int, np.ndarray, Any, dict[str, np.ndarray]], tuple[Any, dict[str, np.ndarray]]],
+                  skipped: Callable[[np.ndarray], Any]) -> tuple[Any, dict[str, Any]]:
+    """The per-leaf loop of :func:`leafwise` and :func:`fnn.optim.leafwise_transform`: after checking
+    that each buffer tree in ``state`` has the structure and shapes of ``params``, ``fn(i, p, g,
+    bufs) -> (out, new_bufs)`` for leaf ``i`` (in ``fnn.tree.flatten`` order) whose gradient ``g``
+    is not ``None``; a ``None`` gradient gives ``skipped(p)`` and the buffers as they were (the same
+    arrays). Returns the outputs and each buffer as trees shaped like ``params``, every array in
+    its param's dtype."""
+    for b in buffers:
+        _tree.check_same_structure(params, state[b], names=["params", f"state[{b!r}]"], shapes=True, where=where)
+    pairs, rebuild = _tree.flatten(params)
+    g_leaves = _tree.leaves(grads)
+    b_leaves = {b: _tree.leaves(state[b]) for b in buffers}
+    out: list[Any] = []
+    new_b: dict[str, list[np.ndarray]] = {b: [] for b in buffers}
+    for i, (_, p) in enumerate(pairs):
+        g = g_leaves[i]
+        if g is None:  # no gradient: nothing moves, not even the buffers
+            out.append(skipped(p))
+            for b in buffers:
+                new_b[b].append(b_leaves[b][i])
+            continue
+        v, bufs = fn(i, p, g, {b: b_leaves[b][i] for b in buffers})
+        out.append(np.asarray(v, p.dtype))  # asarray: arithmetic on 0-d arrays gives numpy scalars
+        for b in buffers:
+            new_b[b].append(np.asarray(bufs[b], p.dtype))
+    return rebuild(out), {b: rebuild(new_b[b]) for b in buffers}
+
+
 def leafwise(where: str, lr: float | Schedule, buffers: tuple[str, ...], rule: Rule,
              weight_decay: float = 0.0, decay_mask: DecayMask | None = None,
              initial: Mapping[str, float] | None = None) -> Optimizer:
@@ -132,29 +162,12 @@ def leafwise(where: str, lr: float | Schedule, buffers: tuple[str, ...], rule: R
                lr_scale: float | None = None) -> tuple[Any, dict[str, Any]]:
         checks.grads_like_params(where, params, grads)
         checks.state_dict(where, state, ("step", *buffers))
-        for b in buffers:
-            _tree.check_same_structure(params, state[b], names=["params", f"state[{b!r}]"], shapes=True,
-                                       where=where)
         step = checks.step(where, state["step"])
         rate = checks.rate(where, schedule, step, checks.lr_scale(where, lr_scale))
-        pairs, rebuild = _tree.flatten(params)
-        g_leaves = _tree.leaves(grads)
-        b_leaves = {b: _tree.leaves(state[b]) for b in buffers}
         decay = decay_flags(where, decay_mask, params)
-        new_p: list[np.ndarray] = []
-        new_b: dict[str, list[np.ndarray]] = {b: [] for b in buffers}
-        for i, (_, p) in enumerate(pairs):
-            if g_leaves[i] is None:  # no gradient: nothing moves, not even the buffers
-                new_p.append(p)
-                for b in buffers:
-                    new_b[b].append(b_leaves[b][i])
-                continue
-            q, bufs = rule(p, g_leaves[i], {b: b_leaves[b][i] for b in buffers}, step + 1, rate,
-                           weight_decay if decay[i] else 0.0)
-            new_p.append(np.asarray(q, p.dtype))  # asarray: arithmetic on 0-d arrays gives numpy scalars
-            for b in buffers:
-                new_b[b].append(np.asarray(bufs[b], p.dtype))
-        new_state = {"step": np.array(step + 1, np.int64), **{b: rebuild(new_b[b]) for b in buffers}}
-        return rebuild(new_p), new_state
+        new_params, new_buffers = update_leaves(
+            where, params, grads, state, buffers,
+            lambda i, p, g, bufs: rule(p, g, bufs, step + 1, rate, weight_decay if decay[i] else 0.0), lambda p: p)
+        return new_params, {"step": np.array(step + 1, np.int64), **new_buffers}
 
     return Optimizer(init, update)

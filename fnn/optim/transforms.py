@@ -29,7 +29,7 @@ import numpy as np
 from fnn import tree as _tree
 from fnn import validate
 from fnn.optim import checks
-from fnn.optim.base import GradientTransformation, Mask, Schedule, as_schedule, full_like
+from fnn.optim.base import GradientTransformation, Mask, Schedule, as_schedule, full_like, update_leaves
 
 __all__ = ["identity", "scale", "scale_by_learning_rate", "add_decayed_weights", "trace", "scale_by_adam",
            "scale_by_rms", "scale_by_adagrad", "stateless", "leafwise_transform"]
@@ -59,29 +59,12 @@ def leafwise_transform(where: str, fn: LeafFn, buffers: Mapping[str, float] | No
                lr_scale: float | None = None) -> tuple[Any, dict[str, Any]]:
         checks.grads_like_params(where, params, updates, name="updates")
         checks.state_dict(where, state, keys, made_by="this transform's init")
-        for b in start:
-            _tree.check_same_structure(params, state[b], names=["params", f"state[{b!r}]"], shapes=True,
-                                       where=where)
         t = checks.step(where, state["step"]) + 1 if counts_steps else 0
-        pairs, rebuild = _tree.flatten(params)
-        u_leaves = _tree.leaves(updates)
-        b_leaves = {b: _tree.leaves(state[b]) for b in start}
-        new_u: list[Any] = []
-        new_b: dict[str, list[np.ndarray]] = {b: [] for b in start}
-        for i, (_, p) in enumerate(pairs):
-            u = u_leaves[i]
-            if u is None:
-                new_u.append(None)
-                for b in start:
-                    new_b[b].append(b_leaves[b][i])
-                continue
-            v, bufs = fn(np.asarray(u), p, {b: b_leaves[b][i] for b in start}, t)
-            new_u.append(np.asarray(v, p.dtype))
-            for b in start:
-                new_b[b].append(np.asarray(bufs[b], p.dtype))
+        new_u, new_buffers = update_leaves(where, params, updates, state, tuple(start),
+                                           lambda i, p, u, bufs: fn(np.asarray(u), p, bufs, t), lambda p: None)
         new_state: dict[str, Any] = {"step": np.array(t, np.int64)} if counts_steps else {}
-        new_state.update({b: rebuild(new_b[b]) for b in start})
-        return rebuild(new_u), new_state
+        new_state.update(new_buffers)
+        return new_u, new_state
 
     return GradientTransformation(init, update)
 
