@@ -162,6 +162,16 @@ def step_tables(results: Sequence[tuple[str, Times]], col: str, labels: dict[str
     print()
 
 
+def side_by_side(lead: Sequence[str], align: str, rows: Sequence[tuple[Sequence[str], str, dict[int, Times]]]) -> None:
+    """One table of fnn/torch ratios with a column per thread count: each row is its leading cells (``lead`` names
+    them, ``align`` aligns them), the kind of step, and the rounds' times by thread count."""
+    counts = list(rows[0][2]) if rows else []
+    print(table([*lead, *(f"fnn/torch, --threads {t}" for t in counts)],
+                [[*cells, *(spread(ratios(times[t], "torch", kind), ratio=True) for t in counts)]
+                 for cells, kind, times in rows], align + "r" * len(counts)))
+    print("\nMedian [IQR] over rounds of fnn's time / PyTorch's in the same round; > 1 means fnn is slower.\n")
+
+
 def blas_check(threads: int, a_shape: tuple[int, int], b_shape: tuple[int, int], what: str) -> str:
     """A small float32 product on ``threads`` BLAS threads and on one: threaded BLAS stalls on a busy machine."""
     try:

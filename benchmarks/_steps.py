@@ -1,7 +1,7 @@
-"""What ``lenet.py``, ``lstm.py`` and ``transformer.py`` share beyond the harness: fnn's and PyTorch's train steps on
-one batch, the one-step agreement check, the per-layer breakdown of fnn's train step through public apply/vjp (the
-model's top-level layers, or every leaf through ``serial``, ``residual`` and ``TransformerEncoderLayer``), and the
-tracemalloc peak of one step."""
+"""What ``lenet.py``, ``lstm.py``, ``transformer.py`` and ``char_gpt.py`` share beyond the harness: fnn's and PyTorch's
+train steps on one batch, a PyTorch twin loaded with fnn's parameters, the one-step agreement check, the per-layer
+breakdown of fnn's train step through public apply/vjp (the model's top-level layers, or every leaf through
+``serial``, ``residual`` and ``TransformerEncoderLayer``), and the tracemalloc peak of one step."""
 
 from __future__ import annotations
 
@@ -47,6 +47,13 @@ class FnnStep:
 
     def infer(self) -> Any:
         return fnn.predict(self.net, self.params, self.x)  # need_vjp=False: nothing kept for backward
+
+
+def load_twin(twin: Any, net: Any, params: Any, shape: Any) -> Any:
+    """The PyTorch module ``twin`` with fnn's ``params`` of ``net`` copied in through ``fnn.interop``."""
+    state = fnn.interop.to_torch_state_dict(net, params, shape, template=twin.state_dict())
+    twin.load_state_dict({k: H.torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    return twin
 
 
 class TorchStep:

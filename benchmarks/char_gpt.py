@@ -22,6 +22,7 @@ from typing import Any
 import _harness as H
 
 ARGS = H.setup(__doc__, threads=[1, 2])
+import _steps as S
 import numpy as np
 
 import fnn
@@ -141,13 +142,6 @@ class Batches:
         self.now = (window[:, :-1], window[:, 1:])
 
 
-def twin_for(net: fnn.Layer, params: Any, vocab: int) -> Any:
-    twin = torch_model(vocab)
-    state = fnn.interop.to_torch_state_dict(net, params, (CONTEXT,), template=twin.state_dict())
-    twin.load_state_dict({k: H.torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
-    return twin
-
-
 def check(net: fnn.Layer, params: Any, twin: Any, batch: tuple[np.ndarray, np.ndarray]) -> str:
     """The loss and every gradient of fnn and the twin from the same parameters on one batch (gradients, not an
     AdamW step: Adam's first step ``lr * g / |g|`` turns the rounding of a gradient that is zero in exact
@@ -173,7 +167,7 @@ def bench(net: fnn.Layer, params: Any, ids: np.ndarray, vocab: int) -> tuple[str
     steps: dict[str, dict[str, Any]] = {"fnn": {"train": FnnGPTStep(net, params, batches).train}}
     agree = "not checked (no PyTorch)"
     if H.torch is not None:
-        twin = twin_for(net, params, vocab)
+        twin = S.load_twin(torch_model(vocab), net, params, (CONTEXT,))
         agree = check(net, params, twin, batches.now)
         steps["torch"] = {"train": TorchGPTStep(twin, batches).train}
     steps["data"] = {"train": batches.draw}  # a fresh batch for the next round (timed, not compared)
@@ -201,10 +195,7 @@ def main() -> None:
         by_threads[threads] = times
     if H.torch is not None and len(by_threads) > 1:
         print("### fnn/torch train-step ratios side by side\n")
-        print(H.table(["batch"] + [f"--threads {t}" for t in by_threads],
-                      [[str(BATCH)] + [H.spread(H.ratios(times, "torch", "train"), ratio=True)
-                                       for times in by_threads.values()]], "r" * (1 + len(by_threads))))
-        print("\nMedian [IQR] over rounds of fnn's time / PyTorch's in the same round; > 1 means fnn is slower.\n")
+        H.side_by_side(["batch"], "r", [([str(BATCH)], "train", by_threads)])
     H.use_threads(ARGS.threads)
     H.footer(run)
 

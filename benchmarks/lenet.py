@@ -79,10 +79,7 @@ MODELS: dict[str, tuple[Callable[[], fnn.Layer], tuple[int, ...], Callable[[Any]
 def torch_twin(name: str, params: Any) -> Any:
     """The identical ``nn.Sequential``, with fnn's parameters copied in through ``fnn.interop``."""
     make, shape, modules = MODELS[name]
-    model = H.torch.nn.Sequential(*modules(H.torch.nn))
-    state = fnn.interop.to_torch_state_dict(make(), params, shape, template=model.state_dict())
-    model.load_state_dict({k: H.torch.from_numpy(v) for k, v in state.items()})
-    return model
+    return S.load_twin(H.torch.nn.Sequential(*modules(H.torch.nn)), make(), params, shape)
 
 
 def make_data(n: int, shape: tuple[int, ...] = SHAPE) -> tuple[np.ndarray, np.ndarray]:

@@ -78,10 +78,7 @@ def torch_model(rate: float) -> Any:
 
 def torch_twin(params: Any, rate: float) -> Any:
     """:func:`torch_model` with fnn's parameters copied in through ``fnn.interop``."""
-    twin = torch_model(rate)
-    state = fnn.interop.to_torch_state_dict(model(rate), params, SHAPE, template=twin.state_dict())
-    twin.load_state_dict({k: H.torch.from_numpy(v) for k, v in state.items()})
-    return twin
+    return S.load_twin(torch_model(rate), model(rate), params, SHAPE)
 
 
 def make_data(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,12 +115,9 @@ def bench(n: int, params: Any) -> tuple[str, H.Times]:
 
 def side_by_side(by_threads: dict[int, list[tuple[int, str, H.Times]]]) -> None:
     """fnn/torch median per-round ratios, a column per thread count."""
-    counts = list(by_threads)
-    rows = [[str(n), LABELS[kind]] + [H.spread(H.ratios(times, "torch", kind), ratio=True)
-                                      for t in counts for m, _, times in by_threads[t] if m == n]
-            for n in ARGS.batch_sizes for kind in LABELS]
-    print(H.table(["batch", "step"] + [f"fnn/torch, --threads {t}" for t in counts], rows, "rl" + "r" * len(counts)))
-    print("\nMedian [IQR] over rounds of fnn's time / PyTorch's in the same round; > 1 means fnn is slower.\n")
+    times = {t: {n: times for n, _, times in runs} for t, runs in by_threads.items()}
+    H.side_by_side(["batch", "step"], "rl", [([str(n), LABELS[kind]], kind, {t: times[t][n] for t in times})
+                                              for n in ARGS.batch_sizes for kind in LABELS])
 
 
 def report_memory(params: Any) -> None:
