@@ -16,6 +16,32 @@ __all__ = ["adagrad", "rmsprop", "adam", "adamw"]
 Bufs = dict[str, np.ndarray]
 
 
+def rms_moments(bufs: Bufs, g: np.ndarray, alpha: float, centered: bool) -> tuple[Bufs, np.ndarray]:
+    """RMSprop's running averages after gradient ``g`` and the variance estimate they give:
+    ``square_avg = alpha s + (1 - alpha) g²``, with ``centered`` also ``grad_avg = alpha a + (1 - alpha) g``
+    and ``v = square_avg - grad_avg²`` (else ``v = square_avg``). Shared by :func:`rmsprop` and
+    :func:`fnn.optim.scale_by_rms`."""
+    out = {"square_avg": alpha * bufs["square_avg"] + (1 - alpha) * g * g}
+    v = out["square_avg"]
+    if centered:
+        out["grad_avg"] = alpha * bufs["grad_avg"] + (1 - alpha) * g
+        v = v - out["grad_avg"] * out["grad_avg"]
+    return out, v
+
+
+def adam_moments(bufs: Bufs, g: np.ndarray, t: int, b1: float, b2: float, eps: float,
+                 amsgrad: bool) -> tuple[Bufs, np.ndarray]:
+    """Adam's moments after gradient ``g`` at step ``t`` (from 1) and ``torch.optim.Adam``'s denominator
+    ``sqrt(v) / sqrt(1 - b2^t) + eps`` (``v`` the running max of the second moment with ``amsgrad``).
+    Shared by :func:`adam`, :func:`adamw` and :func:`fnn.optim.scale_by_adam`."""
+    out = {"exp_avg": b1 * bufs["exp_avg"] + (1 - b1) * g,
+           "exp_avg_sq": b2 * bufs["exp_avg_sq"] + (1 - b2) * g * g}
+    v = out["exp_avg_sq"]
+    if amsgrad:
+        out["max_exp_avg_sq"] = v = np.maximum(bufs["max_exp_avg_sq"], v)
+    return out, np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps
+
+
 def adagrad(lr: float | Schedule = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
             initial_accumulator_value: float = 0.0, eps: float = 1e-10,
             decay_mask: DecayMask | None = None) -> Optimizer:
@@ -60,11 +86,7 @@ def rmsprop(lr: float | Schedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
     def rule(p: np.ndarray, g: np.ndarray, bufs: Bufs, t: int, lr: float, wd: float) -> tuple[np.ndarray, Bufs]:
         if wd:
             g = g + wd * p
-        out = {"square_avg": alpha * bufs["square_avg"] + (1 - alpha) * g * g}
-        v = out["square_avg"]
-        if centered:
-            out["grad_avg"] = alpha * bufs["grad_avg"] + (1 - alpha) * g
-            v = v - out["grad_avg"] * out["grad_avg"]
+        out, v = rms_moments(bufs, g, alpha, centered)
         step = g / (np.sqrt(v) + eps)
         if momentum:
             out["momentum"] = momentum * bufs["momentum"] + step
@@ -80,13 +102,7 @@ def _adam_rule(b1: float, b2: float, eps: float, amsgrad: bool, decoupled: bool)
             p = p * (1 - lr * wd)
         elif wd:
             g = g + wd * p
-        out = {"exp_avg": b1 * bufs["exp_avg"] + (1 - b1) * g,
-               "exp_avg_sq": b2 * bufs["exp_avg_sq"] + (1 - b2) * g * g}
-        v = out["exp_avg_sq"]
-        if amsgrad:
-            out["max_exp_avg_sq"] = np.maximum(bufs["max_exp_avg_sq"], v)
-            v = out["max_exp_avg_sq"]
-        denom = np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps
+        out, denom = adam_moments(bufs, g, t, b1, b2, eps, amsgrad)
         return p - (lr / (1 - b1 ** t)) * out["exp_avg"] / denom, out
 
     return rule

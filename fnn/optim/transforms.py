@@ -20,7 +20,6 @@ up to rounding (the optimizers ``fnn.optim.sgd`` … keep PyTorch's order of ope
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 from fnn import tree as _tree
 from fnn import validate
 from fnn.optim import checks
+from fnn.optim.adaptive import adam_moments, rms_moments
 from fnn.optim.base import GradientTransformation, Mask, Schedule, as_schedule, full_like, update_leaves
 
 __all__ = ["identity", "scale", "scale_by_learning_rate", "add_decayed_weights", "trace", "scale_by_adam",
@@ -175,12 +175,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     buffers = {"exp_avg": 0.0, "exp_avg_sq": 0.0, **({"max_exp_avg_sq": 0.0} if amsgrad else {})}
 
     def fn(u: np.ndarray, p: np.ndarray, bufs: Bufs, t: int) -> tuple[np.ndarray, Bufs]:
-        out = {"exp_avg": b1 * bufs["exp_avg"] + (1 - b1) * u,
-               "exp_avg_sq": b2 * bufs["exp_avg_sq"] + (1 - b2) * u * u}
-        v = out["exp_avg_sq"]
-        if amsgrad:
-            out["max_exp_avg_sq"] = v = np.maximum(bufs["max_exp_avg_sq"], v)
-        denom = np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps
+        out, denom = adam_moments(bufs, u, t, b1, b2, eps, amsgrad)
         return out["exp_avg"] / denom / (1 - b1 ** t), out
 
     return leafwise_transform(where, fn, buffers, counts_steps=True)
@@ -197,11 +192,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
     centered = validate.boolean(where, "centered", centered)
 
     def fn(u: np.ndarray, p: np.ndarray, bufs: Bufs, t: int) -> tuple[np.ndarray, Bufs]:
-        out = {"square_avg": alpha * bufs["square_avg"] + (1 - alpha) * u * u}
-        v = out["square_avg"]
-        if centered:
-            out["grad_avg"] = alpha * bufs["grad_avg"] + (1 - alpha) * u
-            v = v - out["grad_avg"] * out["grad_avg"]
+        out, v = rms_moments(bufs, u, alpha, centered)
         return u / (np.sqrt(v) + eps), out
 
     return leafwise_transform(where, fn, {"square_avg": 0.0, **({"grad_avg": 0.0} if centered else {})})
