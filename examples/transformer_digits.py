@@ -89,7 +89,6 @@ init_key, train_key = fnn.random.split(fnn.random.key(args.seed))
 params = net.init(init_key, (tokens, pixels))
 fnn.summary(net, (tokens, pixels), params=params)
 
-
 steps_per_epoch = common.steps_per_epoch(len(data.x_train), args.batch_size)
 warmup = min(args.warmup, args.epochs - 1)  # a 1-epoch run has no warm-up
 schedule = fnn.optim.cosine(args.lr, args.epochs * steps_per_epoch, warmup_steps=warmup * steps_per_epoch)
