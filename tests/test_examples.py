@@ -11,18 +11,14 @@ from __future__ import annotations
 import ast
 import gzip
 import importlib.util
-import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES_DIR = ROOT / "examples"
+from example_scripts import EXAMPLES_DIR, PNG, ROOT, launch
 
 
 @dataclass(frozen=True)
@@ -47,13 +43,6 @@ EXAMPLES = [
     Example("char_gpt", ("--steps", "4", "--warmup", "1", "--eval-every", "2", "--batch-size", "4", "--sample", "30",
                          "--limit", "3000"), digits=False, mnist=False, expect="total time", lr="0.001"),
 ]
-PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def launch(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, str(EXAMPLES_DIR / f"{script}.py"), *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def run(example: Example, *extra: str, cwd: Path) -> str:

@@ -7,27 +7,15 @@ run ends. Scripts run as subprocesses from a temporary directory, as in ``tests/
 from __future__ import annotations
 
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES_DIR = ROOT / "examples"
-PNG = b"\x89PNG\r\n\x1a\n"
+from example_scripts import PNG, launch
 
 DIGITS = ("--epochs", "2", "--limit", "96", "--batch-size", "32")
 GPT = ("--steps", "4", "--warmup", "1", "--eval-every", "2", "--batch-size", "4",
        "--sample", "30")
-
-
-def launch(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, str(EXAMPLES_DIR / f"{script}.py"), *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def run(script: str, *args: str, cwd: Path) -> str:
