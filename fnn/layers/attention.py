@@ -5,8 +5,8 @@
 (batched matmuls over ``(N, H, T, S)``), applies the causal and key-padding masks, a softmax
 and dropout, and projects the heads' concatenated outputs (``out_proj``).
 :func:`attention_backward` is its closed-form vjp: the softmax's Jacobian is applied to the
-scores as ``dS = P * (dP - sum(dP * P))``, no chain of elementwise vjps and no loop over
-examples or heads.
+scores as ``dS = P * (dP - sum(dP * P))``, each query's sum taken as ``do . o`` over its
+head's features (``o = P V``), no chain of elementwise vjps and no loop over examples or heads.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ Arr = np.ndarray
 
 class AttentionCache(NamedTuple):
     """What :func:`attention_backward` needs. ``inputs`` is ``(x,)``, ``(q, kv)`` or ``(q, k, v)``
-    as given; ``qs: (N, H, T, D)`` the scaled queries, ``k``, ``v: (N, H, S, D)``; ``p: (N, H, T, S)``
+    as given; ``w_in`` the ``in_proj_weight`` with its query rows scaled (see
+    :func:`attention_forward`); ``qs: (N, H, T, D)`` the scaled queries, ``k``, ``v: (N, H, S, D)``; ``p: (N, H, T, S)``
     the attention weights before dropout, ``drop`` the dropout mask (``None`` without dropout) and
     ``rate`` its rate; ``o: (N, T, E)`` the heads' concatenated outputs."""
 
@@ -73,6 +74,24 @@ def _project(x: Arr, w: Arr, b: Arr | None) -> Arr:
     return y
 
 
+def _query_scale(dtype: np.dtype, e: int, num_heads: int) -> np.floating:
+    """``1 / sqrt(D)``, the scores' scale, ``D = E / num_heads`` the features per head."""
+    return dtype.type(1 / math.sqrt(e // num_heads))
+
+
+def _scale_queries(w: Arr, b: Arr | None, e: int, num_heads: int) -> tuple[Arr, Arr | None]:
+    """Copies of ``in_proj_weight`` and ``in_proj_bias`` with the query rows (the first ``E``)
+    times the scores' scale, so that the projection gives the scaled queries at once (a pass
+    over ``(E, E)`` weights instead of one over the ``(N, H, T, D)`` queries)."""
+    scale = _query_scale(w.dtype, e, num_heads)
+    w = w.copy()
+    w[:e] *= scale
+    if b is not None:
+        b = b.copy()
+        b[:e] *= scale
+    return w, b
+
+
 def attention_forward(params: dict[str, Any], x: Arr | tuple[Arr, ...], num_heads: int, *, causal: bool = False,
                       key_padding_mask: Arr | None = None, rate: float = 0.0, key: _random.Key | None = None
                       ) -> tuple[Arr, AttentionCache]:
@@ -89,17 +108,17 @@ def attention_forward(params: dict[str, Any], x: Arr | tuple[Arr, ...], num_head
     inputs = x if isinstance(x, tuple) else (x,)
     w, b = params["in_proj_weight"], params.get("in_proj_bias")
     e = w.shape[1]
+    w, b = _scale_queries(w, b, e, num_heads)
     if len(inputs) == 1:
-        q, k, v = _heads(_project(inputs[0], w, b), 3, num_heads)
+        qs, k, v = _heads(_project(inputs[0], w, b), 3, num_heads)
     elif len(inputs) == 2:
-        (q,) = _heads(_project(inputs[0], w[:e], None if b is None else b[:e]), 1, num_heads)
+        (qs,) = _heads(_project(inputs[0], w[:e], None if b is None else b[:e]), 1, num_heads)
         k, v = _heads(_project(inputs[1], w[e:], None if b is None else b[e:]), 2, num_heads)
     else:
-        (q,), (k,), (v,) = (_heads(_project(a, w[i * e:(i + 1) * e], None if b is None else b[i * e:(i + 1) * e]),
-                                   1, num_heads) for i, a in enumerate(inputs))
+        (qs,), (k,), (v,) = (_heads(_project(a, w[i * e:(i + 1) * e], None if b is None else b[i * e:(i + 1) * e]),
+                                    1, num_heads) for i, a in enumerate(inputs))
     dtype = w.dtype
-    n, h, t, d = q.shape
-    qs = q * dtype.type(1 / math.sqrt(d))
+    n, h, t, d = qs.shape
     # The scores are kept transposed, (N, H, S, T), so that the softmax's max and sum over the
     # keys run across rows (vectorized), not along each short row.
     scores = k @ qs.transpose(0, 1, 3, 2)
@@ -147,7 +166,8 @@ def attention_backward(cache: AttentionCache, dy: Arr, need_dx: bool = True) -> 
     grads_out: dict[str, Arr] = {"weight": dy2.T @ o2}
     if bias:
         grads_out["bias"] = np.einsum("rf->f", dy2)
-    do = matmul_last(dy, w_out).reshape(n, t, h, d).transpose(0, 2, 1, 3)
+    do_rows = matmul_last(dy, w_out).reshape(-1, d)  # (N T H, D)
+    do = do_rows.reshape(n, t, h, d).transpose(0, 2, 1, 3)
     p_t = p.swapaxes(-1, -2)  # (N, H, S, T), as the forward computed it
     ds_t = v @ do.transpose(0, 1, 3, 2)  # dP, transposed
     if drop is None:
@@ -157,17 +177,21 @@ def attention_backward(cache: AttentionCache, dy: Arr, need_dx: bool = True) -> 
         pd *= drop
         ds_t *= drop.swapaxes(-1, -2)
         ds_t *= dtype.type(1 / (1 - rate))
-    flat, (dq, dk, dv) = _head_buffers(dtype, inputs, h, d)
+    flat, (dqs, dk, dv) = _head_buffers(dtype, inputs, h, d)
     np.matmul(pd.transpose(0, 1, 3, 2), do, out=dv)
-    ds_t -= np.einsum("nhst,nhst->nht", ds_t, p_t)[:, :, None, :]
+    # sum over the keys of dP * P, each query's do . o (the outputs were P V; with dropout too)
+    rowdot = np.einsum("rd,rd->r", do_rows, o.reshape(-1, d)).reshape(n, t, h).transpose(0, 2, 1)
+    ds_t -= rowdot[:, :, None, :]
     ds_t *= p_t
-    np.matmul(ds_t.transpose(0, 1, 3, 2), k, out=dq)
-    dq *= dtype.type(1 / math.sqrt(d))
+    np.matmul(ds_t.transpose(0, 1, 3, 2), k, out=dqs)
     np.matmul(ds_t, qs, out=dk)
+    scale = _query_scale(dtype, e, h)
     dw = np.concatenate([g.reshape(-1, g.shape[-1]).T @ a.reshape(-1, e) for g, a in zip(flat, inputs)], axis=0)
+    dw[:e] *= scale  # the projection's weights were the query rows times scale
     grads: dict[str, Any] = {"in_proj_weight": dw}
     if bias:
         grads["in_proj_bias"] = np.concatenate([np.einsum("rf->f", g.reshape(-1, g.shape[-1])) for g in flat])
+        grads["in_proj_bias"][:e] *= scale
     grads["out_proj"] = grads_out
     if not need_dx:
         return grads, None
