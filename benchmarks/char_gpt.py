@@ -11,12 +11,15 @@ causal mask, ``nn.LayerNorm`` and a bias-free ``nn.Linear`` sharing the embeddin
 parameters through ``fnn.interop``. A train step is the example's recipe: forward, cross-entropy over every
 character, backward, clipping at global norm 1.0 and AdamW (betas (0.9, 0.99), weight decay 0.1 on the matrices
 only): ``fnn.train_step`` against ``zero_grad``, ``backward``, ``clip_grad_norm_`` and ``AdamW.step``. Each round
-both train on the same fresh batch of random windows. See benchmarks/README.md.
+both train on the same fresh batch of random windows. With PyTorch, each thread count then times every matrix
+product of the step alone in NumPy and in PyTorch (what the two BLAS libraries cost before any other work). See
+benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import _harness as H
@@ -174,6 +177,49 @@ def bench(net: fnn.Layer, params: Any, ids: np.ndarray, vocab: int) -> tuple[str
     return agree, H.interleave(steps, ARGS.warmup, ARGS.repeats)
 
 
+def products(vocab: int) -> list[tuple[str, tuple[int, ...], tuple[int, ...], bool, int]]:
+    """Every matrix product of one train step of the example's GPT: ``(name, a, b, a transposed, count)``, as fnn
+    computes it (the weight gradients as ``x.T @ dy``; the attention's per head, batched over ``N H``)."""
+    m, e, f, bh, t, d = BATCH * CONTEXT, WIDTH, MLP, BATCH * HEADS, CONTEXT, WIDTH // HEADS
+    per_block = [("in_proj", (m, e), (e, 3 * e)), ("out_proj", (m, e), (e, e)), ("linear1", (m, e), (e, f)),
+                 ("linear2", (m, f), (f, e))]
+    rows = []
+    for name, a, b in per_block:
+        rows += [(f"{name} forward", a, b, False, BLOCKS), (f"{name} dx", (m, b[1]), (b[1], b[0]), False, BLOCKS),
+                 (f"{name} dw", (m, a[1]), (m, b[1]), True, BLOCKS)]
+    rows += [("scores, dP", (bh, t, d), (bh, d, t), False, 2 * BLOCKS),
+             ("P V, dV, dq, dk", (bh, t, t), (bh, t, d), False, 4 * BLOCKS),
+             ("head forward", (m, e), (e, vocab), False, 1), ("head dx", (m, vocab), (vocab, e), False, 1),
+             ("head dw", (m, e), (m, vocab), True, 1)]
+    return rows
+
+
+def product_floor(vocab: int) -> None:
+    """The step's matrix products alone, each timed in NumPy and in PyTorch on the same float32 arrays: what the
+    two BLAS libraries cost before any other work."""
+    rng, torch = np.random.default_rng(SEED), H.torch
+    rows, total = [], {"numpy": 0.0, "torch": 0.0}
+    for name, a_shape, b_shape, transposed, count in products(vocab):
+        a, b = (rng.standard_normal(s).astype(np.float32) for s in (a_shape, b_shape))
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        if transposed:
+            a, ta = a.swapaxes(-1, -2), ta.transpose(-1, -2)
+        steps = {"numpy": {"mm": partial(np.matmul, a, b)}, "torch": {"mm": partial(torch.matmul, ta, tb)}}
+        times = H.interleave(steps, ARGS.warmup, ARGS.repeats)
+        mid = {lib: H.med([t for _, t in times[lib, "mm"]]) for lib in total}
+        for lib in total:
+            total[lib] += count * mid[lib]
+        shape = "×".join(map(str, a.shape)) + " @ " + "×".join(map(str, b.shape))
+        rows.append([name, shape, str(count), H.ms(mid["numpy"]), H.ms(mid["torch"]),
+                     f"{mid['numpy'] / mid['torch']:.2f}"])
+    rows.append(["**all, per step**", "", "", H.ms(total["numpy"]), H.ms(total["torch"]),
+                 f"**{total['numpy'] / total['torch']:.2f}**"])
+    print(H.table(["product", "shapes", "per step", "NumPy ms", "PyTorch ms", "NumPy/PyTorch"], rows, "llrrrr"))
+    print(f"\nEach product timed alone (medians of {ARGS.repeats}), float32. Products alone put fnn's step "
+          f"{H.ms(total['numpy'] - total['torch'])} ms behind PyTorch's before any other work (PyTorch's causal "
+          "attention also skips the masked half of the scores).\n")
+
+
 def main() -> None:
     ids, vocab = text_ids()
     net = model(vocab)
@@ -192,6 +238,9 @@ def main() -> None:
         H.step_tables([(str(BATCH), times)], "batch", {"train": "train step"})
         print(f"Loss and gradients from identical parameters on one batch, before timing (float32: relative "
               f"differences up to ~1e-4 are rounding): {agree}\n")
+        if H.torch is not None:
+            print(f"### The step's matrix products alone, --threads {threads}\n")
+            product_floor(vocab)
         by_threads[threads] = times
     if H.torch is not None and len(by_threads) > 1:
         print("### fnn/torch train-step ratios side by side\n")

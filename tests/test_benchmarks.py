@@ -80,6 +80,7 @@ def test_char_gpt_benchmark_without_torch_times_fnn_alone() -> None:
     steps = [cells(line) for line in lines if line.startswith("| 32 | train step |")]
     assert len(steps) == 2 and all(len(row) == 3 and float(row[2].split()[0]) > 0 for row in steps)
     assert any(line.endswith("not checked (no PyTorch)") for line in lines)
+    assert not any("matrix products alone" in line for line in lines)  # they need PyTorch to compare with
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
@@ -89,3 +90,8 @@ def test_char_gpt_benchmark_agrees_with_torch_and_sets_thread_counts_side_by_sid
     assert len(checks) == 2 and all(" agree — loss " in line for line in checks), checks
     side = [cells(line) for line in lines if line.startswith("| 32 | **")]
     assert len(side) == 1 and all(float(c.split("**")[1]) > 0 for c in side[0][1:])
+    totals = [cells(line) for line in lines if line.startswith("| **all, per step** |")]
+    assert len(totals) == 2 and all(float(row[-1].strip("*")) > 0 for row in totals)  # one per thread count
+    linear1 = [cells(line) for line in lines if line.startswith("| linear1 forward |")]
+    assert len(linear1) == 2 and all(row[1:3] == ["2048×128 @ 128×512", "2"] and float(row[3]) > 0
+                                     and float(row[4]) > 0 for row in linear1)
