@@ -30,9 +30,9 @@ Arr = np.ndarray
 
 class AttentionCache(NamedTuple):
     """What :func:`attention_backward` needs. ``inputs`` is ``(x,)``, ``(q, kv)`` or ``(q, k, v)``
-    as given; ``w_in`` the ``in_proj_weight`` with its query rows scaled (see
-    :func:`attention_forward`); ``qs: (N, H, T, D)`` the scaled queries, ``k``, ``v: (N, H, S, D)``; ``p: (N, H, T, S)``
-    the attention weights before dropout, ``drop`` the dropout mask (``None`` without dropout) and
+    as given; ``w_in`` the ``in_proj_weight`` with its query rows times the scores' scale;
+    ``qs: (N, H, T, D)`` the scaled queries, ``k``, ``v: (N, H, S, D)``; ``p: (N, H, T, S)`` the
+    attention weights before dropout, ``drop`` the dropout mask (``None`` without dropout) and
     ``rate`` its rate; ``o: (N, T, E)`` the heads' concatenated outputs."""
 
     inputs: tuple[Arr, ...]
