@@ -37,9 +37,8 @@ from numpy.lib.stride_tricks import as_strided
 from fnn import validate
 from fnn.validate import Padding, Pair
 
-__all__ = ["Pair", "Padding", "out_size", "pad2d", "windows", "batch_last_padded", "img2col", "col2img", "add_columns",
-           "matmul_wide", "matmul_nt",
-           "matmul_last"]
+__all__ = ["Pair", "Padding", "out_size", "pad2d", "windows", "batch_last_padded", "column_view", "img2col", "col2img",
+           "add_columns", "matmul_wide", "matmul_nt", "matmul_last"]
 
 
 def out_size(size: int, kernel: int, stride: int, dilation: int) -> int:
@@ -102,9 +101,17 @@ def img2col(x: np.ndarray, kernel: Any, stride: Any = 1, padding: Any = 0, dilat
     ``x`` and one copy of its windows.
     """
     k, s, pads, d = _geometry("img2col", kernel, stride, padding, dilation)
-    v = windows(batch_last_padded(x, pads), k, s, d)  # strides put N innermost
-    n, c, kh, kw, oh, ow = v.shape
-    return np.ascontiguousarray(v.transpose(1, 2, 3, 4, 5, 0)).reshape(c * kh * kw, oh * ow * n)
+    v = column_view(x, k, s, pads, d)
+    c, kh, kw, oh, ow, n = v.shape
+    return np.ascontiguousarray(v).reshape(c * kh * kw, oh * ow * n)
+
+
+def column_view(x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding, dilation: Pair) -> np.ndarray:
+    """The columns of :func:`img2col` before their copy: every window of ``x: (N, C, H, W)`` padded,
+    as a read-only ``(C, kh, kw, OH, OW, N)`` view (geometry already checked: pairs and ``(top,
+    bottom, left, right)``) of ``x``'s own memory when it is batch-last and unpadded, else of one
+    padded batch-last copy (:func:`batch_last_padded`). Its C-order is the column matrix's."""
+    return windows(batch_last_padded(x, padding), kernel, stride, dilation).transpose(1, 2, 3, 4, 5, 0)
 
 
 def col2img(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: Any, stride: Any = 1, padding: Any = 0,

@@ -7,7 +7,18 @@ import reference
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fnn.ops import col2img, img2col, matmul_last, matmul_nt, matmul_wide, out_size, pad2d, windows
+from fnn.ops import (
+    batch_last_padded,
+    col2img,
+    column_view,
+    img2col,
+    matmul_last,
+    matmul_nt,
+    matmul_wide,
+    out_size,
+    pad2d,
+    windows,
+)
 
 ints = st.integers
 
@@ -142,6 +153,25 @@ def test_windows_is_a_read_only_view(case, seed):
     with pytest.raises(ValueError, match="read-only"):
         v[(0,) * 6] = 1.0
     np.testing.assert_array_equal(v.reshape(shape[0], -1, oh * ow), reference.img2col(x, k, s, d))
+
+
+@given(image_cases(), st.tuples(ints(0, 2), ints(0, 2), ints(0, 2), ints(0, 2)), ints(0, 2**16))
+def test_column_view_is_img2col_before_its_copy(case, pads, seed):
+    shape, k, s, d = case
+    x = _rng(seed).standard_normal(shape)
+    v = column_view(x, k, s, pads, d)
+    oh, ow = out_size(shape[2] + pads[0] + pads[1], k[0], s[0], d[0]), out_size(shape[3] + pads[2] + pads[3], k[1],
+                                                                                    s[1], d[1])
+    assert v.shape == (shape[1], k[0], k[1], oh, ow, shape[0]) and not v.flags.writeable
+    np.testing.assert_array_equal(np.ascontiguousarray(v).reshape(-1, oh * ow * shape[0]), img2col(x, k, s, pads, d))
+
+
+def test_column_view_reads_a_batch_last_unpadded_input_in_place():
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(3, 4, 5, 2).transpose(3, 0, 1, 2)  # batch-last memory
+    assert batch_last_padded(x, (0, 0, 0, 0)) is x
+    v = column_view(x, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    assert np.shares_memory(v, x) and v.flags.c_contiguous  # a 1 x 1 kernel's columns are x's memory
+    assert not np.shares_memory(column_view(x, (1, 1), (1, 1), (1, 0, 0, 0), (1, 1)), x)  # padding copies
 
 
 @pytest.mark.parametrize("layout", ["step", "fortran", "negative"])

@@ -29,7 +29,7 @@ from fnn import random as _random
 from fnn import validate
 from fnn.core import Layer, Options, check_cotangent, check_params, layer_kind, like, make_layer, vjp_with
 from fnn.layers._spatial import check_fits, check_nchw, resolve_padding
-from fnn.ops import Padding, Pair, add_columns, batch_last_padded, img2col, matmul_nt, matmul_wide, windows
+from fnn.ops import Padding, Pair, add_columns, column_view, img2col, matmul_nt, matmul_wide
 
 __all__ = ["Conv2D", "Conv2DCache", "conv2d_forward", "conv2d_backward", "conv2d_sq_norms", "conv2d_dx_flipped",
            "DX_METHODS"]
@@ -62,16 +62,17 @@ class Conv2DCache(NamedTuple):
     dilation: Pair
 
 
-def _window_view(x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding, dilation: Pair) -> np.ndarray:
-    """Every window of ``x`` padded, ``(C, kh, kw, OH, OW, N)``: a view of ``x``'s own memory when it
-    is batch-last and unpadded, else of one padded batch-last copy."""
-    return windows(batch_last_padded(x, padding), kernel, stride, dilation).transpose(1, 2, 3, 4, 5, 0)
-
-
-def _as_columns(v: np.ndarray) -> np.ndarray | None:
-    """The window view ``v`` as a column matrix ``(C * kh * kw, OH * OW * N)`` without a copy, when
-    its memory is laid out so already (a 1 x 1 kernel at stride 1 over a batch-last input)."""
-    return v.reshape(v.shape[0] * v.shape[1] * v.shape[2], -1) if v.flags.c_contiguous else None
+def _column_source(x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding, dilation: Pair
+                   ) -> tuple[tuple[int, ...], np.ndarray | None, np.ndarray | None]:
+    """``(shape6, cols, v)`` for the columns of ``x``: ``shape6`` is ``(C, kh, kw, OH, OW, N)``;
+    ``cols`` the whole column matrix ``(C * kh * kw, OH * OW * N)`` as a view of ``x``'s memory
+    when it is laid out so already (a 1 x 1 kernel at stride 1 over a batch-last input), else
+    ``None``; ``v`` the window view (:func:`fnn.ops.column_view`) the bands are copied from
+    when there is no such ``cols``, else ``None``."""
+    v = column_view(x, kernel, stride, padding, dilation)
+    if v.flags.c_contiguous:
+        return v.shape, v.reshape(v.shape[0] * v.shape[1] * v.shape[2], -1), None
+    return v.shape, None, v
 
 
 def _band_rows(shape6: tuple[int, ...], itemsize: int) -> int:
@@ -124,14 +125,12 @@ def conv2d_forward(params: dict[str, np.ndarray], x: np.ndarray, kernel: Pair, s
     """
     w = params["w"]
     f = w.shape[0]
-    v = _window_view(x, kernel, stride, padding, dilation)
-    c, kh, kw, oh, ow, n = v.shape
-    cols = _as_columns(v)
-    source = None if cols is not None else v  # where the bands are copied from
+    shape6, cols, source = _column_source(x, kernel, stride, padding, dilation)
+    c, kh, kw, oh, ow, n = shape6
     if cols is None and not recompute:
         cols = np.empty(c * kh * kw * oh * ow * n, x.dtype)  # the columns the vjp keeps, filled band by band
     y_t, w2, m = np.empty((f, oh * ow * n), x.dtype), w.reshape(f, -1), ow * n
-    for a, b, band, _ in _bands(v.shape, x.dtype, cols, source):
+    for a, b, band, _ in _bands(shape6, x.dtype, cols, source):
         out = y_t[:, a * m:b * m]
         matmul_wide(w2, band, out)
         if "b" in params:
@@ -146,9 +145,8 @@ def _columns(cache: Conv2DCache, shape6: tuple[int, ...], dtype: np.dtype
     """The bands of the column matrix (see :func:`_bands`): kept, or rebuilt from the kept input."""
     if not cache.recompute:
         return _bands(shape6, dtype, cache.kept, None)
-    v = _window_view(cache.kept, cache.kernel, cache.stride, cache.padding, cache.dilation)
-    cols = _as_columns(v)
-    return _bands(shape6, dtype, cols, None if cols is not None else v)
+    _, cols, source = _column_source(cache.kept, cache.kernel, cache.stride, cache.padding, cache.dilation)
+    return _bands(shape6, dtype, cols, source)
 
 
 def _batch_last(cache: Conv2DCache, dy: np.ndarray) -> np.ndarray:
