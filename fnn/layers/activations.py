@@ -322,6 +322,20 @@ def silu_backward(grad: Arr, dy: Arr) -> Arr:
     return dy * grad
 
 
+def _with_derivative(kind: str, forward: Callable[[Arr, bool], tuple[Arr, Arr | None]],
+                     backward: Callable[[Arr, Arr], Arr]) -> Layer:
+    """The parameterless layer of an elementwise ``forward(x, need_grad) -> (y, dy/dx)`` whose vjp is
+    ``backward(dy/dx, dy)``; under ``need_vjp=False`` the derivative is not computed at all."""
+
+    def apply(x: Arr, opts: Options) -> Any:
+        y, grad = forward(x, opts.need_vjp)
+        if grad is None:  # need_vjp=False: make_layer's vjp refuses to run
+            return y, None
+        return y, lambda dy: backward(grad, dy)
+
+    return parameterless(kind, apply, with_options=True)
+
+
 def GELU(approximate: str = "none") -> Layer:
     """Gaussian error linear unit, as ``torch.nn.GELU``: ``y = x * Phi(x)``, any shape, ``Phi``
     the standard normal CDF; ``approximate="tanh"`` is the tanh approximation
@@ -335,14 +349,7 @@ def GELU(approximate: str = "none") -> Layer:
     """
     kind = layer_kind("GELU", [], [("approximate", approximate, "none")])
     approximate = validate.choice(kind, "approximate", approximate, _GELU_FORMS)
-
-    def forward(x: Arr, opts: Options) -> Any:
-        y, grad = gelu_forward(x, approximate, need_grad=opts.need_vjp)
-        if grad is None:  # need_vjp=False: make_layer's vjp refuses to run
-            return y, None
-        return y, lambda dy: gelu_backward(grad, dy)
-
-    return parameterless(kind, forward, with_options=True)
+    return _with_derivative(kind, lambda x, need_grad: gelu_forward(x, approximate, need_grad), gelu_backward)
 
 
 def SiLU() -> Layer:
@@ -352,11 +359,4 @@ def SiLU() -> Layer:
     >>> SiLU().apply({}, np.array([[-1.0, 0.0, 2.0]]))[0]
     array([[-0.26894142,  0.        ,  1.76159416]])
     """
-
-    def forward(x: Arr, opts: Options) -> Any:
-        y, grad = silu_forward(x, need_grad=opts.need_vjp)
-        if grad is None:  # need_vjp=False: make_layer's vjp refuses to run
-            return y, None
-        return y, lambda dy: silu_backward(grad, dy)
-
-    return parameterless("SiLU()", forward, with_options=True)
+    return _with_derivative("SiLU()", silu_forward, silu_backward)
