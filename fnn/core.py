@@ -89,6 +89,7 @@ __all__ = [
     "layer_kind",
     "check_no_params",
     "check_cotangent",
+    "check_key_padding_mask",
     "ShapeDtype",
     "like",
     "output_shape",
@@ -248,6 +249,16 @@ class Layer(tuple):
         return self.kind
 
 
+def check_key_padding_mask(where: str, mask: Any) -> np.ndarray | None:
+    """``mask`` as it is when it is ``None`` or a bool numpy array (a key-padding mask ``(N, S)``,
+    ``True`` where a key is padding); ``TypeError`` starting with ``where`` otherwise. Its shape
+    is checked where ``N`` and ``S`` are known (``MultiHeadAttention``, :func:`fnn.predict`)."""
+    if mask is not None and not (isinstance(mask, np.ndarray) and mask.dtype == np.bool_):
+        got = f"an array of dtype {mask.dtype}" if isinstance(mask, np.ndarray) else type(mask).__name__
+        raise TypeError(f"{where} must be None or a bool numpy array (N, S), True where a key is padding, got {got}")
+    return mask
+
+
 def is_index_array(x: Any) -> bool:
     """True for a numpy array of integers (not bool): what an ``"int"`` layer takes."""
     return isinstance(x, np.ndarray) and x.dtype.kind in "iu"
@@ -310,12 +321,7 @@ def make_layer(
         if world is not None:
             _validate.instance(kind, "option world", world, World,
                                "an fnn.distributed.World (fnn.distributed.world()) or None")
-        if key_padding_mask is not None and not (isinstance(key_padding_mask, np.ndarray)
-                                                 and key_padding_mask.dtype == np.bool_):
-            got = f"an array of dtype {key_padding_mask.dtype}" if isinstance(key_padding_mask, np.ndarray) \
-                else type(key_padding_mask).__name__
-            raise TypeError(f"{kind}: option key_padding_mask must be None or a bool numpy array (N, S), "
-                            f"True where a key is padding, got {got}")
+        check_key_padding_mask(f"{kind}: option key_padding_mask", key_padding_mask)
         if check_finite and not _finite(x):
             nan, inf = _count_nonfinite(x)
             raise NonFiniteError(f"{kind}: check_finite: the input already has {nan} NaN and {inf} inf values")

@@ -22,7 +22,7 @@ import numpy as np
 
 from fnn import tree as _tree
 from fnn import validate
-from fnn.core import Layer, check_is_layer
+from fnn.core import Layer, check_is_layer, check_key_padding_mask
 
 __all__ = ["predict"]
 
@@ -44,12 +44,8 @@ def batch_length(where: str, x: Any) -> int:
 
 def _mask(mask: Any, n: int) -> np.ndarray | None:
     """``key_padding_mask`` checked against ``x``'s ``n`` examples: it is split along with them."""
-    if mask is None:
+    if check_key_padding_mask("predict: key_padding_mask", mask) is None:
         return None
-    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
-        got = f"an array of dtype {mask.dtype}" if isinstance(mask, np.ndarray) else type(mask).__name__
-        raise TypeError(f"predict: key_padding_mask must be None or a bool numpy array (N, S), True where a key "
-                        f"is padding, got {got}")
     if mask.ndim != 2 or len(mask) != n:
         raise ValueError(f"predict: key_padding_mask must be (N, S) with one row for each of x's N={n} examples, "
                          f"got shape {mask.shape}")
