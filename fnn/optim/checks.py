@@ -16,8 +16,8 @@ import numpy as np
 from fnn import tree as _tree
 from fnn import validate
 
-__all__ = ["float_leaves", "grads_like_params", "state_dict", "step", "rate", "lr_scale", "lr_kwargs", "per_leaf",
-           "flags", "labels"]
+__all__ = ["float_leaves", "grads_like_params", "state_dict", "step", "rate", "lr_scale", "lr_kwargs", "mask_spec",
+           "per_leaf", "flags", "labels"]
 
 
 def float_leaves(where: str, name: str, t: Any, arrays_only: bool, allow_none: bool = False) -> None:
@@ -89,6 +89,15 @@ def rate(where: str, schedule: Callable[[int], float], at: int, scale: float | N
         raise ValueError(f"{where}: the learning-rate schedule gave {value!r} at step {at}; "
                          f"expected a finite number >= 0")
     return float(value) if scale is None else float(value) * scale
+
+
+def mask_spec(where: str, name: str, mask: Any) -> Any:
+    """``mask`` as it is when it is a predicate ``(path, leaf) -> bool`` or a tree (evaluated
+    later by :func:`flags`); ``TypeError`` otherwise."""
+    if not callable(mask) and not _tree.is_container(mask):
+        raise TypeError(f"{where}: {name} must be a predicate (path, leaf) -> bool or a tree of bools with the "
+                        f"structure of params, got {type(mask).__name__}")
+    return mask
 
 
 def per_leaf(where: str, name: str, spec: Any, params: Any) -> list[tuple[Any, Any]]:

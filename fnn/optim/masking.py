@@ -27,16 +27,10 @@ Labels = Callable[[tuple[Any, ...], Any], str] | Any
 """A function ``(key_path, leaf) -> group name`` or a tree of group names shaped like params."""
 
 
-def _check_mask(where: str, name: str, mask: Any) -> None:
-    if not callable(mask) and not _tree.is_container(mask):
-        raise TypeError(f"{where}: {name} must be a predicate (path, leaf) -> bool or a tree of bools with the "
-                        f"structure of params, got {type(mask).__name__}")
-
-
 def _freezer(where: str, inner: Optimizer | GradientTransformation, mask: Mask,
              frozen_when: bool) -> Optimizer | GradientTransformation:
     name = "mask" if where == "masked" else "frozen"
-    _check_mask(where, name, mask)
+    checks.mask_spec(where, name, mask)
     is_opt = check_inner(where, "inner", inner)
 
     def drop(params: Any, grads: Any, what: str) -> Any:

@@ -124,9 +124,8 @@ def add_decayed_weights(weight_decay: float, mask: Mask | None = None) -> Gradie
     """
     where = "add_decayed_weights"
     wd = validate.number(where, "weight_decay", weight_decay, low=0.0)
-    if mask is not None and not callable(mask) and not _tree.is_container(mask):
-        raise TypeError(f"{where}: mask must be a predicate (path, leaf) -> bool or a tree of bools, "
-                        f"got {type(mask).__name__}")
+    if mask is not None:
+        checks.mask_spec(where, "mask", mask)
     inner = stateless(where, lambda u, p: u + wd * p)
 
     def update(updates: Any, state: dict[str, Any], params: Any, *,
