@@ -42,16 +42,9 @@ def _check(where: str, outputs: Any, labels: Any) -> tuple[np.ndarray, np.ndarra
     return outputs, labels.argmax(axis=1) if labels.dtype.kind == "f" else labels
 
 
-def count_correct(outputs: np.ndarray, labels: np.ndarray, k: int = 1) -> int:
-    """How many rows of ``outputs: (N, C)`` have their label among their ``k`` highest scores.
-
-    ``labels``: integer ``(N,)`` or probability rows ``(N, C)``. Ties go to the lower
-    class index, so ``k=1`` counts ``outputs.argmax(axis=1) == labels``; rows with a NaN
-    never count. ``k`` is in ``[1, C]``.
-    """
-    outputs, labels = _check("count_correct", outputs, labels)
+def _correct(outputs: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """:func:`count_correct` on checked ``outputs: (N, C)``, integer ``labels: (N,)`` and ``k``."""
     n, c = outputs.shape
-    k = validate.integer("count_correct", "k", k, low=1, high=c)
     if n == 0:
         return 0
     true = np.take_along_axis(outputs, labels[:, None], axis=1)
@@ -60,21 +53,33 @@ def count_correct(outputs: np.ndarray, labels: np.ndarray, k: int = 1) -> int:
     return int(np.count_nonzero((rank < k) & ~np.isnan(outputs).any(axis=1)))
 
 
+def count_correct(outputs: np.ndarray, labels: np.ndarray, k: int = 1) -> int:
+    """How many rows of ``outputs: (N, C)`` have their label among their ``k`` highest scores.
+
+    ``labels``: integer ``(N,)`` or probability rows ``(N, C)``. Ties go to the lower
+    class index, so ``k=1`` counts ``outputs.argmax(axis=1) == labels``; rows with a NaN
+    never count. ``k`` is in ``[1, C]``.
+    """
+    outputs, labels = _check("count_correct", outputs, labels)
+    return _correct(outputs, labels, validate.integer("count_correct", "k", k, low=1, high=outputs.shape[1]))
+
+
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
     """The fraction of rows of ``outputs: (N, C)`` whose arg-max is the label (0.0 for N = 0).
 
     ``labels``: integer ``(N,)`` or probability rows ``(N, C)``. The same as
     ``fnn.losses.accuracy`` except that a row holding a NaN is never correct.
     """
-    n = len(_check("accuracy", outputs, labels)[1])
-    return count_correct(outputs, labels, 1) / n if n else 0.0
+    outputs, labels = _check("accuracy", outputs, labels)
+    return _correct(outputs, labels, 1) / len(labels) if len(labels) else 0.0
 
 
 def top_k_accuracy(outputs: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     """The fraction of rows of ``outputs: (N, C)`` whose label is among their ``k`` highest
     scores (0.0 for N = 0); ``k`` in ``[1, C]``, 5 by default (ImageNet's top-5)."""
-    n = len(_check("top_k_accuracy", outputs, labels)[1])
-    return count_correct(outputs, labels, k) / n if n else 0.0
+    outputs, labels = _check("top_k_accuracy", outputs, labels)
+    k = validate.integer("top_k_accuracy", "k", k, low=1, high=outputs.shape[1])
+    return _correct(outputs, labels, k) / len(labels) if len(labels) else 0.0
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:
