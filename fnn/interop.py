@@ -45,7 +45,7 @@ from fnn import random as _random
 from fnn import tree as _tree
 from fnn.core import INITIAL_STATE, Layer, example_batch
 from fnn.layers.transformer import encoder_body
-from fnn.tying import tie_spec, untie
+from fnn.tying import node_at, tie_spec, untie
 
 __all__ = ["from_torch_state_dict", "to_torch_state_dict"]
 
@@ -89,7 +89,7 @@ def _slots(layer: Layer, params: Any, state: Any, path: tuple[str, ...], ties: l
         net, full = untie(layer, params)
         if ties is not None:
             where = f"{'/'.join(path + spec.target)!r} to {'/'.join(path + spec.source)!r}"
-            ties.append((_get_path(full, spec.target), _get_path(full, spec.source), spec.transpose, where))
+            ties.append((node_at(full, spec.target), node_at(full, spec.source), spec.transpose, where))
         return _slots(net, full, state, path, ties, flat)
     family = _family(layer)
     if family == "TransformerEncoderLayer":
@@ -120,12 +120,6 @@ def _torch_names(slot: _Slot) -> dict[str, tuple[tuple[str, ...], bool]]:
     if slot.family == "BatchNorm":
         names.update({"running_mean": (("state", "mean"), False), "running_var": (("state", "var"), False)})
     return names
-
-
-def _get_path(tree: Any, path: tuple[str, ...]) -> np.ndarray:
-    for k in path:
-        tree = tree[k]
-    return tree
 
 
 def _get(slot: _Slot, where: tuple[str, ...]) -> np.ndarray:

@@ -31,7 +31,7 @@ from fnn import validate
 from fnn.combinators import apply_child, reraise_with
 from fnn.core import Layer, Options, Output, check_is_layer, make_layer, vjp_with
 
-__all__ = ["tie", "TieSpec", "tie_spec", "untie"]
+__all__ = ["tie", "TieSpec", "tie_spec", "untie", "node_at"]
 
 Path = tuple[str, ...]
 
@@ -55,8 +55,8 @@ def _path(where: str, name: str, value: Any) -> Path:
     return parts
 
 
-def _get(tree: Any, path: Path) -> Any:
-    """The node at ``path``, or ``None`` where there is none."""
+def node_at(tree: Any, path: Path) -> Any:
+    """The node of a params tree at ``path`` (a tuple of dict keys), or ``None`` where there is none."""
     for k in path:
         if not isinstance(tree, dict) or k not in tree:
             return None
@@ -94,7 +94,7 @@ def untie(layer: Layer, params: Any) -> tuple[Layer, Any]:
     spec = tie_spec(check_is_layer(layer, "untie"))
     if spec is None:
         raise TypeError(f"untie: expected a layer made by fnn.tie, got {layer.kind}")
-    source = _get(params, spec.source)
+    source = node_at(params, spec.source)
     if not isinstance(source, np.ndarray):
         raise ValueError(f"untie: params has no source {'/'.join(spec.source)!r}")
     return spec.net, _with(params, spec.target, source.T if spec.transpose else source)
@@ -125,7 +125,7 @@ def tie(net: Layer, *, target: str, source: str, transpose: bool = False) -> Lay
             params = net.init(key, shape, dtype)
         except (ValueError, TypeError) as err:
             raise reraise_with(err, kind) from err
-        leaves = {name: _get(params, path) for name, path in (("target", tgt), ("source", src))}
+        leaves = {name: node_at(params, path) for name, path in (("target", tgt), ("source", src))}
         for name, leaf in leaves.items():
             if not isinstance(leaf, np.ndarray):
                 raise ValueError(f"{kind}: the {name} {'/'.join(tgt if name == 'target' else src)!r} is not a "
@@ -139,10 +139,10 @@ def tie(net: Layer, *, target: str, source: str, transpose: bool = False) -> Lay
         return _with(params, tgt, None)
 
     def apply(params: Any, x: Any, opts: Options) -> Output:
-        shared = _get(params, src)
+        shared = node_at(params, src)
         if not isinstance(shared, np.ndarray):
             raise ValueError(f"{kind}: params has no source {source!r} (params from a different architecture?)")
-        if _get(params, tgt[:-1]) is None or _get(params, tgt) is not None:
+        if node_at(params, tgt[:-1]) is None or node_at(params, tgt) is not None:
             raise ValueError(f"{kind}: params must hold {'/'.join(tgt[:-1]) or 'the top level'} without the tied "
                              f"target {tgt[-1]!r} (its value is the source's; use the params tie's init makes)")
         try:
@@ -157,9 +157,9 @@ def tie(net: Layer, *, target: str, source: str, transpose: bool = False) -> Lay
                 grads, dx = inner(dy, need_dx=need_dx)
             except (ValueError, TypeError) as err:
                 raise reraise_with(err, kind) from err
-            dtarget = _get(grads, tgt)
+            dtarget = node_at(grads, tgt)
             grads = _with(grads, tgt, None)
-            return _with(grads, src, _get(grads, src) + (dtarget.T if transpose else dtarget)), dx
+            return _with(grads, src, node_at(grads, src) + (dtarget.T if transpose else dtarget)), dx
 
         children = getattr(inner, "children", None)
         return Output(out.y, vjp_with(vjp, children=children) if children is not None else vjp, out.state)
