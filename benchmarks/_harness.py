@@ -12,8 +12,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's fnn, installed or not
 Times = dict[tuple[str, str], list[tuple[int, float]]]  # (contender, kind) -> [(round, seconds)]
@@ -170,6 +171,41 @@ def side_by_side(lead: Sequence[str], align: str, rows: Sequence[tuple[Sequence[
                 [[*cells, *(spread(ratios(times[t], "torch", kind), ratio=True) for t in counts)]
                  for cells, kind, times in rows], align + "r" * len(counts)))
     print("\nMedian [IQR] over rounds of fnn's time / PyTorch's in the same round; > 1 means fnn is slower.\n")
+
+
+class Product(NamedTuple):
+    """One matrix product of a step, run ``count`` times a step: ``a @ b`` for operands of shapes ``a`` and ``b``;
+    with ``a_t``/``b_t``, that operand is the transposed view of a contiguous array (as fnn passes ``x.T``)."""
+
+    name: str
+    a: tuple[int, ...]
+    b: tuple[int, ...]
+    count: int
+    a_t: bool = False
+    b_t: bool = False
+
+
+def product_floor(products: Sequence[Product], warmup: int, repeats: int) -> tuple[float, float]:
+    """Print the table of ``products``, each timed alone in NumPy and in PyTorch (interleaved, on the same float32
+    arrays); return the per-step totals ``(numpy, torch)`` in seconds: what the two BLAS libraries cost before any
+    other work. Needs PyTorch."""
+    import numpy as np
+    rng, rows, total = np.random.default_rng(0), [], {"numpy": 0.0, "torch": 0.0}
+    for p in products:
+        a, b = (rng.standard_normal((*s[:-2], s[-1], s[-2])).astype(np.float32).swapaxes(-1, -2) if t
+                else rng.standard_normal(s).astype(np.float32) for s, t in ((p.a, p.a_t), (p.b, p.b_t)))
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)  # the same memory, strides included
+        steps = {"numpy": {"mm": partial(np.matmul, a, b)}, "torch": {"mm": partial(torch.matmul, ta, tb)}}
+        times = interleave(steps, warmup, repeats)
+        mid = {lib: med([t for _, t in times[lib, "mm"]]) for lib in total}
+        for lib in total:
+            total[lib] += p.count * mid[lib]
+        rows.append([p.name, "×".join(map(str, p.a)) + " @ " + "×".join(map(str, p.b)), str(p.count),
+                     ms(mid["numpy"]), ms(mid["torch"]), f"{mid['numpy'] / mid['torch']:.2f}"])
+    rows.append(["**all, per step**", "", "", ms(total["numpy"]), ms(total["torch"]),
+                 f"**{total['numpy'] / total['torch']:.2f}**"])
+    print(table(["product", "shapes", "per step", "NumPy ms", "PyTorch ms", "NumPy/PyTorch"], rows, "llrrrr"))
+    return total["numpy"], total["torch"]
 
 
 def blas_check(threads: int, a_shape: tuple[int, int], b_shape: tuple[int, int], what: str) -> str:

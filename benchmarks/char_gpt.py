@@ -19,7 +19,6 @@ benchmarks/README.md.
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 import _harness as H
@@ -177,46 +176,27 @@ def bench(net: fnn.Layer, params: Any, ids: np.ndarray, vocab: int) -> tuple[str
     return agree, H.interleave(steps, ARGS.warmup, ARGS.repeats)
 
 
-def products(vocab: int) -> list[tuple[str, tuple[int, ...], tuple[int, ...], bool, int]]:
-    """Every matrix product of one train step of the example's GPT: ``(name, a, b, a transposed, count)``, as fnn
-    computes it (the weight gradients as ``x.T @ dy``; the attention's per head, batched over ``N H``)."""
+def products(vocab: int) -> list[H.Product]:
+    """Every matrix product of one train step of the example's GPT, as fnn computes it (the weight gradients as
+    ``x.T @ dy``; the attention's per head, batched over ``N H``)."""
     m, e, f, bh, t, d = BATCH * CONTEXT, WIDTH, MLP, BATCH * HEADS, CONTEXT, WIDTH // HEADS
-    per_block = [("in_proj", (m, e), (e, 3 * e)), ("out_proj", (m, e), (e, e)), ("linear1", (m, e), (e, f)),
-                 ("linear2", (m, f), (f, e))]
+    per_block = [("in_proj", e, 3 * e), ("out_proj", e, e), ("linear1", e, f), ("linear2", f, e)]
     rows = []
-    for name, a, b in per_block:
-        rows += [(f"{name} forward", a, b, False, BLOCKS), (f"{name} dx", (m, b[1]), (b[1], b[0]), False, BLOCKS),
-                 (f"{name} dw", (m, a[1]), (m, b[1]), True, BLOCKS)]
-    rows += [("scores, dP", (bh, t, d), (bh, d, t), False, 2 * BLOCKS),
-             ("P V, dV, dq, dk", (bh, t, t), (bh, t, d), False, 4 * BLOCKS),
-             ("head forward", (m, e), (e, vocab), False, 1), ("head dx", (m, vocab), (vocab, e), False, 1),
-             ("head dw", (m, e), (m, vocab), True, 1)]
-    return rows
+    for name, n_in, n_out in per_block:
+        rows += [H.Product(f"{name} forward", (m, n_in), (n_in, n_out), BLOCKS),
+                 H.Product(f"{name} dx", (m, n_out), (n_out, n_in), BLOCKS),
+                 H.Product(f"{name} dw", (n_in, m), (m, n_out), BLOCKS, a_t=True)]
+    return rows + [H.Product("scores, dP", (bh, t, d), (bh, d, t), 2 * BLOCKS),
+                   H.Product("P V, dV, dq, dk", (bh, t, t), (bh, t, d), 4 * BLOCKS),
+                   H.Product("head forward", (m, e), (e, vocab), 1), H.Product("head dx", (m, vocab), (vocab, e), 1),
+                   H.Product("head dw", (e, m), (m, vocab), 1, a_t=True)]
 
 
 def product_floor(vocab: int) -> None:
-    """The step's matrix products alone, each timed in NumPy and in PyTorch on the same float32 arrays: what the
-    two BLAS libraries cost before any other work."""
-    rng, torch = np.random.default_rng(SEED), H.torch
-    rows, total = [], {"numpy": 0.0, "torch": 0.0}
-    for name, a_shape, b_shape, transposed, count in products(vocab):
-        a, b = (rng.standard_normal(s).astype(np.float32) for s in (a_shape, b_shape))
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        if transposed:
-            a, ta = a.swapaxes(-1, -2), ta.transpose(-1, -2)
-        steps = {"numpy": {"mm": partial(np.matmul, a, b)}, "torch": {"mm": partial(torch.matmul, ta, tb)}}
-        times = H.interleave(steps, ARGS.warmup, ARGS.repeats)
-        mid = {lib: H.med([t for _, t in times[lib, "mm"]]) for lib in total}
-        for lib in total:
-            total[lib] += count * mid[lib]
-        shape = "×".join(map(str, a.shape)) + " @ " + "×".join(map(str, b.shape))
-        rows.append([name, shape, str(count), H.ms(mid["numpy"]), H.ms(mid["torch"]),
-                     f"{mid['numpy'] / mid['torch']:.2f}"])
-    rows.append(["**all, per step**", "", "", H.ms(total["numpy"]), H.ms(total["torch"]),
-                 f"**{total['numpy'] / total['torch']:.2f}**"])
-    print(H.table(["product", "shapes", "per step", "NumPy ms", "PyTorch ms", "NumPy/PyTorch"], rows, "llrrrr"))
+    """The step's matrix products alone, in NumPy and in PyTorch (``_harness.product_floor``)."""
+    numpy, torch = H.product_floor(products(vocab), ARGS.warmup, ARGS.repeats)
     print(f"\nEach product timed alone (medians of {ARGS.repeats}), float32. Products alone put fnn's step "
-          f"{H.ms(total['numpy'] - total['torch'])} ms behind PyTorch's before any other work (PyTorch's causal "
+          f"{H.ms(numpy - torch)} ms behind PyTorch's before any other work (PyTorch's causal "
           "attention also skips the masked half of the scores).\n")
 
 
