@@ -29,7 +29,8 @@ import _harness as H
 
 def flags(p: Any) -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 256], metavar="N", help="LeNet-5's batches")
-    p.add_argument("--breakdown-batch", type=int, default=128, metavar="N", help="batch of the per-layer breakdown")
+    p.add_argument("--breakdown-batch", type=int, default=128, metavar="N",
+                   help="batch of the per-layer breakdown (0: none)")
     p.add_argument("--convnet-batch", type=int, default=64, metavar="N", help="the convnet's batch (0: none)")
     p.add_argument("--no-reference", action="store_true", help="leave the loop reference out")
     p.add_argument("--memory-only", action="store_true", help="only LeNet-5's peak-memory table (nothing timed)")
@@ -115,6 +116,38 @@ def bench(name: str, n: int, params: Any, reference: bool) -> tuple[str, H.Times
     return S.agreement(losses, got), H.interleave(steps, ARGS.warmup, ARGS.repeats, every), every
 
 
+def products(name: str, params: Any, n: int) -> list[H.Product]:
+    """Every matrix product of one train step without the input's dx, as fnn computes it but each whole (fnn runs a
+    convolution's in bands of output rows, and a small weight's in blocks of columns): per Conv2D ``w (F, C kh kw) @
+    columns (C kh kw, N OH OW)``, ``dw`` as ``columns @ dy.T`` and, after the first layer, ``dx``'s columns as
+    ``w.T @ dy``; per Dense ``x @ w``, ``x.T @ dy`` and ``dy @ w.T``."""
+    make, shape, _ = MODELS[name]
+    rows: list[H.Product] = []
+    for row in fnn.summary(make(), shape, n, params=params, print_fn=None)[1:]:
+        w, later = params.get(row.name, {}).get("w"), bool(rows)
+        if w is not None and row.kind.startswith("Conv2D"):
+            f, k, m = w.shape[0], w[0].size, n * row.output_shape[2] * row.output_shape[3]
+            rows += [H.Product(f"{row.name} forward", (f, k), (k, m), 1),
+                     H.Product(f"{row.name} dw", (k, m), (m, f), 1, b_t=True)]
+            rows += [H.Product(f"{row.name} dx", (k, f), (f, m), 1, a_t=True)] * later
+        elif w is not None and row.kind.startswith("Dense"):
+            i, o = w.shape
+            rows += [H.Product(f"{row.name} forward", (n, i), (i, o), 1),
+                     H.Product(f"{row.name} dw", (i, n), (n, o), 1, a_t=True)]
+            rows += [H.Product(f"{row.name} dx", (n, o), (o, i), 1, b_t=True)] * later
+    return rows
+
+
+def product_floor(name: str, params: Any, n: int, times: H.Times) -> None:
+    """The step's matrix products alone, in NumPy and in PyTorch, against PyTorch's whole train step in ``times``."""
+    numpy, torch = H.product_floor(products(name, params, n), ARGS.warmup, ARGS.repeats)
+    step = H.med([t for _, t in times["torch", "train"]])
+    print(f"\n{name} at batch {n}: each product timed alone (medians of {ARGS.repeats}), float32. fnn's products alone "
+          f"take {H.ms(numpy)} ms, {numpy / step:.2f}x PyTorch's whole train step ({H.ms(step)} ms, median of the "
+          f"rounds above), which runs its convolutions as oneDNN's direct kernels, not as these products "
+          f"(PyTorch's BLAS on the same products: {H.ms(torch)} ms).\n")
+
+
 def against(other: str, kind: str) -> str | None:
     """fnn without input dx is set against torch's train step, which never computes it either; the reference's does."""
     return kind if kind in ("train", "infer") else "train" if other == "torch" else None
@@ -160,11 +193,16 @@ def rss_rise(which: str, batches: list[int]) -> dict[str, float] | str:
         return f"{which}'s probe failed: " + (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
 
 
+def memory_batches() -> list[int]:
+    """The batches of the peak-memory table: ``--batch-sizes`` and the breakdown's, if any."""
+    return sorted({*ARGS.batch_sizes, ARGS.breakdown_batch} - {0})
+
+
 def report_memory(params: Any) -> None:
     def mib(nbytes: float) -> str:
         return f"{nbytes / 2**20:.1f} MiB"
 
-    net, batches = lenet(), sorted({*ARGS.batch_sizes, ARGS.breakdown_batch})
+    net, batches = lenet(), memory_batches()
     param_ids, probes = set(map(id, fnn.tree.leaves(params))), ["fnn"] + ["torch"] * (H.torch is not None)
     rss = {w: rss_rise(w, batches) for w in probes} if sys.platform == "linux" else {}
     rows = []
@@ -198,12 +236,14 @@ def report_memory(params: Any) -> None:
 
 
 def main() -> None:
+    if min(ARGS.batch_sizes) < 1 or ARGS.breakdown_batch < 0 or ARGS.convnet_batch < 0:
+        raise SystemExit("lenet.py: --batch-sizes must be >= 1, --breakdown-batch and --convnet-batch >= 0 (0: none)")
     if ARGS.rss_probe:
         return rss_probe(ARGS.rss_probe)
     params = lenet().init(fnn.random.key(SEED), SHAPE)
     if ARGS.memory_only:
         run = H.header("LeNet-5 on fnn: peak memory", ARGS, TORCH_NOTE, f"LeNet-5: batch sizes "
-                       f"{sorted({*ARGS.batch_sizes, ARGS.breakdown_batch})}, input (N, 1, 28, 28), float32, SGD lr "
+                       f"{memory_batches()}, input (N, 1, 28, 28), float32, SGD lr "
                        f"{LR}; --memory-only: nothing timed.")
         H.use_threads(ARGS.threads)
         print(f"### LeNet-5 peak memory of one step (beyond the parameters, optimizer state and data already live), "
@@ -233,15 +273,23 @@ def main() -> None:
                   + (f"; columns kept / no-dx {H.spread(rc, True)}" if rc else "")
                   + (f"; the reference ran every {k}-th round" if k > 1 else "")
                   + f". One train step from identical parameters: {check}")
+        if H.torch is not None:
+            print(f"\n#### LeNet-5's matrix products alone, --threads {t}\n")
+            for n, _, times, _ in results:
+                product_floor("LeNet-5", params, n, times)
         if wide:
             print(f"\n### Convnet step times and ratios, batch {ARGS.convnet_batch}, --threads {t}{note}\n")
             check, times, _ = bench("convnet", ARGS.convnet_batch, wide, False)
             H.step_tables([(str(ARGS.convnet_batch), times)], "batch", LABELS, against)
             print(f"One train step from identical parameters: {check}")
+            if H.torch is not None:
+                print(f"\n#### The convnet's matrix products alone, --threads {t}\n")
+                product_floor("convnet", wide, ARGS.convnet_batch, times)
         print()
     H.use_threads(ARGS.threads)
-    print(f"### fnn per-layer breakdown, LeNet-5, batch {ARGS.breakdown_batch}, --threads {ARGS.threads}\n")
-    S.breakdown(lenet(), params, *make_data(ARGS.breakdown_batch), LR, ARGS.warmup, ARGS.repeats, need_dx=True)
+    if ARGS.breakdown_batch:
+        print(f"### fnn per-layer breakdown, LeNet-5, batch {ARGS.breakdown_batch}, --threads {ARGS.threads}\n")
+        S.breakdown(lenet(), params, *make_data(ARGS.breakdown_batch), LR, ARGS.warmup, ARGS.repeats, need_dx=True)
     print("### LeNet-5 peak memory of one step (beyond the parameters, optimizer state and data already live)\n")
     report_memory(params)
     H.footer(run)

@@ -1,6 +1,7 @@
 """Smoke tests of the benchmark scripts on tiny settings: benchmarks/distributed.py launches its MPI jobs and prints
-the scaling table; benchmarks/transformer.py prints its step, breakdown and memory tables, and benchmarks/char_gpt.py
-its step table, with PyTorch or without."""
+the scaling table; benchmarks/lenet.py and benchmarks/transformer.py print their step, breakdown and memory tables,
+and benchmarks/char_gpt.py its step table, with PyTorch or without; with PyTorch, lenet.py and char_gpt.py also print
+their matrix products alone."""
 
 from __future__ import annotations
 
@@ -25,6 +26,55 @@ def test_distributed_benchmark_prints_the_scaling_table() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert len(rows) == 2 and rows[0].split("|")[4].strip() == "1.00"  # efficiency of 1 rank against itself
+
+
+def run_lenet(*flags: str) -> list[str]:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lenet.py"), "--quick", "--repeats", "2",
+                           "--warmup", "1", "--batch-sizes", "4", "--convnet-batch", "2", "--no-reference", *flags],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_lenet_benchmark_without_torch_prints_both_models_breakdown_and_memory() -> None:
+    lines = run_lenet("--no-torch", "--threads", "1", "--breakdown-batch", "3")
+    steps = [cells(line)[1] for line in lines if line.startswith("| 4 | ") and len(cells(line)) == 3]
+    assert steps[:4] == ["train", "train, no input dx", "train, no input dx, columns kept", "inference"]
+    assert [cells(line)[1] for line in lines if line.startswith("| 2 | ")][:2] == ["train, no input dx", "inference"]
+    assert "### fnn per-layer breakdown, LeNet-5, batch 3, --threads 1" in lines
+    memory = [cells(line) for line in lines if line.startswith(("| 3 | ", "| 4 | ")) and len(cells(line)) == 10]
+    assert [row[0] for row in memory] == ["3", "4"] and all(float(row[7]) > 0 for row in memory)
+    assert not any("matrix products alone" in line for line in lines)  # they need PyTorch to compare with
+
+
+def test_lenet_benchmark_breakdown_batch_0_leaves_the_breakdown_out() -> None:
+    lines = run_lenet("--no-torch", "--threads", "1", "--breakdown-batch", "0")
+    assert not any(line.startswith("### fnn per-layer breakdown") for line in lines)
+    memory = [cells(line)[0] for line in lines if line.startswith("| ") and len(cells(line)) == 10]
+    assert memory[2:] == ["4"]  # the header and its rule, then --batch-sizes alone: no batch 0
+
+
+def test_lenet_benchmark_refuses_a_negative_batch() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lenet.py"), "--no-torch",
+                           "--convnet-batch", "-1"], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0 and "--convnet-batch >= 0" in proc.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_lenet_benchmark_sets_both_models_products_against_torchs_step() -> None:
+    lines = run_lenet("--threads", "1", "--breakdown-batch", "0")
+    assert "#### LeNet-5's matrix products alone, --threads 1" in lines
+    assert "#### The convnet's matrix products alone, --threads 1" in lines
+    conv = [cells(line) for line in lines if line.startswith("| conv2d_1 ")]
+    assert [row[:3] for row in conv] == [
+        ["conv2d_1 forward", "16×150 @ 150×400", "1"], ["conv2d_1 dw", "150×400 @ 400×16", "1"],
+        ["conv2d_1 dx", "150×16 @ 16×400", "1"],  # LeNet-5 at batch 4: 10 × 10 positions each
+        ["conv2d_1 forward", "32×288 @ 288×2048", "1"], ["conv2d_1 dw", "288×2048 @ 2048×32", "1"],
+        ["conv2d_1 dx", "288×32 @ 32×2048", "1"]]  # the convnet at batch 2: 32 × 32 positions each
+    assert not any(line.startswith("| conv2d_0 dx ") for line in lines)  # no input dx, as PyTorch's step
+    floors = [line for line in lines if "fnn's products alone take " in line]
+    assert [line.split(":")[0] for line in floors] == ["LeNet-5 at batch 4", "convnet at batch 2"]
+    assert all("x PyTorch's whole train step (" in line for line in floors)
 
 
 def run_transformer(*flags: str) -> list[str]:
