@@ -6,7 +6,8 @@ tutorial-style loop reference, at one BLAS/PyTorch thread and at two, side by si
     python benchmarks/lenet.py --memory-only  # LeNet-5's peak-memory table alone: nothing timed
 
 From the same parameters: train step (with and without the input's dx) and inference of fnn, the identical
-``nn.Sequential`` and ``_loop_reference.py``; fnn per layer; peak memory. See benchmarks/README.md.
+``nn.Sequential`` and ``_loop_reference.py``; with PyTorch, each step's matrix products alone; fnn per layer; peak
+memory. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -124,17 +125,17 @@ def products(name: str, params: Any, n: int) -> list[H.Product]:
     make, shape, _ = MODELS[name]
     rows: list[H.Product] = []
     for row in fnn.summary(make(), shape, n, params=params, print_fn=None)[1:]:
-        w, later = params.get(row.name, {}).get("w"), bool(rows)
+        w, dx = params.get(row.name, {}).get("w"), bool(rows)  # serial's backward stops at the first layer with w
         if w is not None and row.kind.startswith("Conv2D"):
             f, k, m = w.shape[0], w[0].size, n * row.output_shape[2] * row.output_shape[3]
             rows += [H.Product(f"{row.name} forward", (f, k), (k, m), 1),
                      H.Product(f"{row.name} dw", (k, m), (m, f), 1, b_t=True)]
-            rows += [H.Product(f"{row.name} dx", (k, f), (f, m), 1, a_t=True)] * later
+            rows += [H.Product(f"{row.name} dx", (k, f), (f, m), 1, a_t=True)] * dx
         elif w is not None and row.kind.startswith("Dense"):
             i, o = w.shape
             rows += [H.Product(f"{row.name} forward", (n, i), (i, o), 1),
                      H.Product(f"{row.name} dw", (i, n), (n, o), 1, a_t=True)]
-            rows += [H.Product(f"{row.name} dx", (n, o), (o, i), 1, b_t=True)] * later
+            rows += [H.Product(f"{row.name} dx", (n, o), (o, i), 1, b_t=True)] * dx
     return rows
 
 
