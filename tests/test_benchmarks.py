@@ -1,7 +1,7 @@
 """Smoke tests of the benchmark scripts on tiny settings: benchmarks/distributed.py launches its MPI jobs and prints
 the scaling table; benchmarks/lenet.py and benchmarks/transformer.py print their step, breakdown and memory tables,
-and benchmarks/char_gpt.py its step table, with PyTorch or without; with PyTorch, lenet.py and char_gpt.py also print
-their matrix products alone."""
+benchmarks/lstm.py its step and breakdown tables and its targets, and benchmarks/char_gpt.py its step table, with
+PyTorch or without; with PyTorch, lenet.py and char_gpt.py also print their matrix products alone."""
 
 from __future__ import annotations
 
@@ -75,6 +75,33 @@ def test_lenet_benchmark_sets_both_models_products_against_torchs_step() -> None
     floors = [line for line in lines if "fnn's products alone take " in line]
     assert [line.split(":")[0] for line in floors] == ["LeNet-5 at batch 4", "convnet at batch 2"]
     assert all("x PyTorch's whole train step (" in line for line in floors)
+
+
+def run_lstm(*flags: str) -> list[str]:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lstm.py"), "--quick", "--repeats", "2",
+                           "--warmup", "1", "--threads", "1", "--batch", "4", "--seq-len", "3", "--features", "5",
+                           "--hidden", "8", *flags], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_lstm_benchmark_without_torch_times_fnn_and_judges_nothing() -> None:
+    lines = run_lstm("--no-torch")
+    steps = [cells(line) for line in lines if line.startswith(("| LSTM | ", "| MLP | "))]
+    medians = [["LSTM", "train step"], ["LSTM", "inference"], ["MLP", "train step"], ["MLP", "inference"]]
+    assert [row[:2] for row in steps] == medians * 2  # the medians' table, then the best-of table
+    assert all(len(row) == 3 and float(row[2].split()[0]) > 0 for row in steps)  # fnn's column alone
+    assert "| lstm_0 | LSTM(8) | 3×8 |" in " ".join(lines)  # the breakdown's LSTM row at --hidden 8, --seq-len 3
+    assert "- LSTM: not judged (no PyTorch)" in lines and "- MLP: not judged (no PyTorch)" in lines
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_lstm_benchmark_agrees_with_torch_and_judges_both_targets() -> None:
+    lines = run_lstm("--no-mlp")
+    assert any(line.startswith("- LSTM: agree — loss ") for line in lines)
+    verdict = next(line for line in lines if line.startswith("- LSTM: **"))
+    assert verdict.startswith(("- LSTM: **met** (", "- LSTM: **not met** (")) and "with --threads 1)" in verdict
+    assert not any(line.startswith("| MLP |") for line in lines)
 
 
 def run_transformer(*flags: str) -> list[str]:
